@@ -1,0 +1,45 @@
+# vgrpo developer entry points. `make test` and `make demo` do their own set-up on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PLUGINS := plugins/rec plugins/ovd plugins/count plugins/math
+PYTEST_ARGS ?=
+
+.PHONY: install install-dev demo test test-slow bench docs-ref clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+# torch is pinned to the local CPU build: a looser requirement would pull several GB of CUDA wheels.
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e . $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/vgrpo plugins
+	$(BIN)/python -m vgrpo.demo
+
+test: install-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install-dev
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m vgrpo.bench rewards
+
+docs-ref: install
+	$(BIN)/python -m vgrpo.docgen docs/reference/tasks.md
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,58 @@
+"""vgrpo: a small, fast GRPO engine for vision-language models whose tasks are plugins.
+
+The public names are listed in ``__all__``; everything else is private and may change.
+"""
+
+from __future__ import annotations
+
+from vgrpo.completion import extract_answer, is_well_formatted, strip_code_fence
+from vgrpo.data import load_jsonl
+from vgrpo.errors import (
+    DataError,
+    MissingPluginsError,
+    NameConflictError,
+    ParamsError,
+    PluginError,
+    PluginLoadError,
+    TaskValidationError,
+    UnknownNameError,
+    VgrpoError,
+)
+from vgrpo.hookspecs import hookimpl
+from vgrpo.plugins import PluginRegistry, get_registry, load_plugins
+from vgrpo.rewards import Reward, RewardFailure, format_reward, reward
+from vgrpo.scoring import Score, score
+from vgrpo.task import PromptTemplate, Sample, Task, TaskParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "MissingPluginsError",
+    "NameConflictError",
+    "ParamsError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginRegistry",
+    "PromptTemplate",
+    "Reward",
+    "RewardFailure",
+    "Sample",
+    "Score",
+    "Task",
+    "TaskParams",
+    "TaskValidationError",
+    "UnknownNameError",
+    "VgrpoError",
+    "__version__",
+    "extract_answer",
+    "format_reward",
+    "get_registry",
+    "hookimpl",
+    "is_well_formatted",
+    "load_jsonl",
+    "load_plugins",
+    "reward",
+    "score",
+    "strip_code_fence",
+]

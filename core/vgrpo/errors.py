@@ -1,0 +1,72 @@
+"""vgrpo's exception tree. Every error says what was expected and where.
+
+    VgrpoError
+    ├── PluginError                 a plugin could not be used
+    │   ├── PluginLoadError         import failed, bad hook, invalid task (strict mode raises it)
+    │   ├── NameConflictError       the same task/reward name from two distributions
+    │   ├── UnknownNameError        a task/reward/adapter name nobody registered
+    │   └── MissingPluginsError     ``required_plugins`` not satisfied
+    ├── TaskValidationError         a task breaks the contract (checked at registration)
+    ├── ParamsError                 bad task params or reward weights
+    └── DataError                   a bad JSONL record: file, line, field, what was expected
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VgrpoError(Exception):
+    """Base class of every error vgrpo raises on purpose."""
+
+
+class PluginError(VgrpoError):
+    """A plugin could not be loaded or used."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin failed to import, declared a bad hook, or registered an invalid task."""
+
+
+class NameConflictError(PluginError):
+    """Two distributions registered the same task or reward name."""
+
+
+class UnknownNameError(PluginError, KeyError):
+    """A task, reward or model adapter name that no loaded plugin provides."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingPluginsError(PluginError):
+    """The plugins a config requires are not installed at the required versions."""
+
+
+class TaskValidationError(VgrpoError):
+    """A task does not honour the task contract."""
+
+
+class ParamsError(VgrpoError, ValueError):
+    """Task params or reward weights that do not validate."""
+
+
+class DataError(VgrpoError, ValueError):
+    """A dataset record that does not validate; carries file, line and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = ":".join(str(p) for p in (self.file, line) if p is not None)
+        prefix = f"{where}: " if where else ""
+        fld = f"field '{field}': " if field else ""
+        super().__init__(f"{prefix}{fld}{message}")

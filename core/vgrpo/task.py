@@ -1,0 +1,154 @@
+"""The task contract: what a visual task plugin provides.
+
+A task bundles a params model, a prompt template, an answer parser, named rewards and a dataset-level
+metric, plus a check of its ground-truth format used by the JSONL dataset adapter.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vgrpo.errors import ParamsError
+from vgrpo.rewards import Reward
+
+TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+
+
+class TaskParams(BaseModel):
+    """Knobs every task has. Subclass it to add a task's own; every field needs a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    require_answer_tags: bool = Field(
+        True,
+        description="Parse only the text inside the first <answer>…</answer>; without one, nothing parses "
+        "and accuracy-type rewards are 0. When false, a completion without the block is parsed whole.",
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One dataset record, validated: the fields every task knows plus the task's extras."""
+
+    id: str
+    question: str = ""
+    solution: Any = None
+    images: tuple[str, ...] = ()
+    image_size: tuple[float, float] | None = None
+    """Original image size (W, H) in pixels, when known."""
+    input_size: tuple[float, float] | None = None
+    """Size (w, h) of the image the model saw (after resizing), when known."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """The values a prompt template may use: the extras plus ``id`` and ``question``."""
+        return {**self.extra, "id": self.id, "question": self.question}
+
+
+class _TemplateFields(dict):
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Chat prompt rendered from a sample: ``user`` (and ``system``) are ``str.format`` strings.
+
+    Placeholders name sample fields (``{question}``, ``{id}``, task extras) or params fields
+    (``{coords}``). Every image of the sample gets an image slot before the text.
+    """
+
+    user: str
+    system: str | None = None
+
+    def placeholders(self) -> set[str]:
+        names: set[str] = set()
+        for text in (self.user, self.system or ""):
+            for _, fname, _, _ in string.Formatter().parse(text):
+                if fname:
+                    names.add(re.split(r"[.\[]", fname, maxsplit=1)[0])
+        return names
+
+    def render(self, sample: Sample, params: BaseModel) -> list[dict[str, Any]]:
+        values = _TemplateFields({**params.model_dump(), **sample.fields()})
+        try:
+            user = self.user.format_map(values)
+            system = self.system.format_map(values) if self.system else None
+        except KeyError as exc:
+            raise KeyError(
+                f"prompt template needs field {exc.args[0]!r}, which sample {sample.id!r} and the params lack "
+                f"(available: {sorted(values)})"
+            ) from None
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        content: list[dict[str, Any]] = [{"type": "image", "image": path} for path in sample.images]
+        content.append({"type": "text", "text": user})
+        messages.append({"role": "user", "content": content})
+        return messages
+
+
+class Task:
+    """Base class of a task. Subclasses set the class attributes and implement the three methods.
+
+    Class attributes: ``name`` (bare for built-ins, dotted for third parties, e.g. ``acme.chartqa``),
+    ``version``, ``description`` (one line), ``Params``, ``template``, ``rewards``, ``default_weights``,
+    ``metric_names``, ``example`` (a JSONL record) and ``example_completion`` (a correct answer to it).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "0.1.0"
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[TaskParams]] = TaskParams
+    template: ClassVar[PromptTemplate]
+    rewards: ClassVar[Sequence[Reward]] = ()
+    default_weights: ClassVar[Mapping[str, float]] = {"accuracy": 1.0, "format": 1.0}
+    metric_names: ClassVar[Sequence[str]] = ()
+    example: ClassVar[Mapping[str, Any]] = {}
+    example_completion: ClassVar[str] = ""
+
+    # -- the three things a task implements -------------------------------------------------------
+    def parse(self, completion: str, params: TaskParams) -> Any | None:
+        """Extract the prediction from a completion; ``None`` when nothing parses. Never raises.
+
+        The result must be JSON-serialisable (it is written to score output and completion logs).
+        """
+        raise NotImplementedError
+
+    def check_solution(self, solution: Any) -> Any:
+        """Validate and normalise a record's ground truth; raise ``ValueError("expected …")`` if bad."""
+        return solution
+
+    def metric(self, predictions: Sequence[Any], samples: Sequence[Sample], params: TaskParams) -> dict[str, float]:
+        """Dataset-level evaluation metric over parsed predictions (``None`` = unparsable)."""
+        raise NotImplementedError
+
+    # -- provided ------------------------------------------------------------------------------------
+    def params(self, values: Mapping[str, Any] | TaskParams | None = None) -> TaskParams:
+        """Validated params from a mapping (missing keys take defaults); errors name the key."""
+        if isinstance(values, self.Params):
+            return values
+        try:
+            return self.Params(**dict(values or {}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+            )
+            fields = ", ".join(f"{k} (default {v.default!r})" for k, v in self.Params.model_fields.items())
+            raise ParamsError(f"task {self.name!r} params: {problems}. Valid params: {fields}") from None
+
+    def build_prompt(self, sample: Sample, params: TaskParams) -> list[dict[str, Any]]:
+        """Chat messages for a sample; override for prompts a template cannot express."""
+        return self.template.render(sample, params)
+
+    def reward_map(self) -> dict[str, Reward]:
+        return {r.name: r for r in self.rewards}
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} {self.version}>"

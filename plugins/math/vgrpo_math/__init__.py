@@ -1,0 +1,1 @@
+"""vgrpo-math: a built-in vgrpo task plugin (under construction in this commit)."""

@@ -1,0 +1,1 @@
+"""vgrpo-ovd: a built-in vgrpo task plugin (under construction in this commit)."""
