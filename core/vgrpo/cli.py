@@ -1,0 +1,380 @@
+"""The ``vgrpo`` command line: rich tables for people, ``--json`` for programs.
+
+Exit status: 0 on success, 1 when the command failed, 2 for a usage or input error (unknown task, bad
+``--params``); the message says what was expected and where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vgrpo import __version__
+from vgrpo.errors import DataError, ParamsError, VgrpoError
+from vgrpo.plugins import PluginRegistry, load_plugins
+
+log = logging.getLogger("vgrpo.cli")
+SCORE_CHUNK = 256
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, soft_wrap=False)
+
+
+def _registry(args: argparse.Namespace, *, quiet: bool = False) -> PluginRegistry:
+    level = logging.getLogger("vgrpo.plugins").level
+    if quiet:  # the command shows plugin problems itself
+        logging.getLogger("vgrpo.plugins").setLevel(logging.ERROR)
+    try:
+        return load_plugins(strict=True if args.strict_plugins else None)
+    finally:
+        logging.getLogger("vgrpo.plugins").setLevel(level)
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{flag}: expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise ParamsError(f"{flag}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _dumps(obj: Any) -> str:
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(obj, ensure_ascii=False, default=repr)
+
+
+# -- vgrpo plugins ------------------------------------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args, quiet=True)
+    if args.json:
+        print(json.dumps(registry.to_json(), indent=2))
+        return 0
+    con = _console()
+    table = Table(title="vgrpo plugins", title_justify="left")
+    for col in ("plugin", "distribution", "version", "tasks", "rewards", "model adapters"):
+        table.add_column(col)
+    for p in registry.plugins:
+        table.add_row(
+            p.name, p.distribution, p.version, ", ".join(p.tasks), ", ".join(p.rewards), ", ".join(p.model_adapters)
+        )
+    con.print(table)
+    if registry.disabled:
+        con.print(f"disabled: {', '.join(registry.disabled)}")
+    if registry.errors:
+        errors = Table(title="plugin problems", title_justify="left", style="red")
+        for col in ("entry point", "distribution", "version", "error"):
+            errors.add_column(col, overflow="fold")
+        for e in registry.errors:
+            errors.add_row(e.entry_point, e.distribution, e.version, e.error)
+        con.print(errors)
+    return 0
+
+
+# -- vgrpo tasks ---------------------------------------------------------------------------------------------
+def task_info(registry: PluginRegistry, name: str) -> dict[str, Any]:
+    """Everything ``vgrpo tasks show`` tells about a task, as JSON-ready data."""
+    task = registry.task(name)
+    dist, version = registry.owner("task", name)
+    schema = task.Params.model_json_schema()
+    params = [
+        {
+            "name": key,
+            "type": _type_name(schema["properties"].get(key, {})),
+            "default": field.default,
+            "description": field.description or "",
+        }
+        for key, field in task.Params.model_fields.items()
+    ]
+    return {
+        "name": task.name,
+        "version": task.version,
+        "distribution": dist,
+        "distribution_version": version,
+        "description": task.description,
+        "template": {"system": task.template.system, "user": task.template.user},
+        "params": params,
+        "params_schema": schema,
+        "rewards": [
+            {
+                "name": r.name,
+                "range": list(r.range),
+                "default_weight": float(task.default_weights.get(r.name, 0.0)),
+                "description": r.description,
+            }
+            for r in task.rewards
+        ],
+        "metric": list(task.metric_names),
+        "example": dict(task.example),
+        "example_completion": task.example_completion,
+    }
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    if "anyOf" in prop:
+        return " | ".join(_type_name(p) for p in prop["anyOf"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    return str(prop.get("type", "any"))
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.action == "show":
+        if not args.name:
+            raise ParamsError("tasks show: expected a task name, e.g. `vgrpo tasks show rec`")
+        info = task_info(registry, args.name)
+        if args.json:
+            print(json.dumps(info, indent=2, default=repr))
+            return 0
+        _print_task(info)
+        return 0
+    if args.action is not None:
+        raise ParamsError(f"tasks: unknown action {args.action!r}; expected `vgrpo tasks` or `vgrpo tasks show NAME`")
+    rows = [task_info(registry, name) for name in registry.tasks]
+    if args.json:
+        print(json.dumps({"tasks": rows}, indent=2, default=repr))
+        return 0
+    table = Table(title="vgrpo tasks", title_justify="left")
+    for col in ("task", "version", "distribution", "rewards", "metric", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["version"],
+            r["distribution"],
+            ", ".join(x["name"] for x in r["rewards"]),
+            ", ".join(r["metric"]),
+            r["description"],
+        )
+    _console().print(table)
+    return 0
+
+
+def _print_task(info: dict[str, Any]) -> None:
+    con = _console()
+    con.print(f"[bold]{info['name']}[/bold] {info['version']} ({info['distribution']}) — {info['description']}")
+    con.print("\n[bold]template[/bold]")
+    if info["template"]["system"]:
+        con.print(f"  system: {info['template']['system']}", markup=False)
+    con.print(f"  user: {info['template']['user']}", markup=False)
+    params = Table(title="params", title_justify="left")
+    for col in ("name", "type", "default", "description"):
+        params.add_column(col, overflow="fold")
+    for p in info["params"]:
+        params.add_row(p["name"], p["type"], json.dumps(p["default"]), p["description"])
+    con.print(params)
+    rewards = Table(title="rewards", title_justify="left")
+    for col in ("name", "range", "default weight", "description"):
+        rewards.add_column(col, overflow="fold")
+    for r in info["rewards"]:
+        rewards.add_row(r["name"], f"[{r['range'][0]:g}, {r['range'][1]:g}]", f"{r['default_weight']:g}", r["description"])
+    con.print(rewards)
+    con.print(f"[bold]metric[/bold]: {', '.join(info['metric'])}")
+    con.print(Text.assemble(("example record: ", "bold"), _dumps(info["example"])))
+    con.print(Text.assemble(("example completion: ", "bold"), info["example_completion"]))
+
+
+# -- vgrpo score ---------------------------------------------------------------------------------------------
+def _read_cases(stream: IO[str]) -> Iterator[tuple[int, str]]:
+    for lineno, line in enumerate(stream, start=1):
+        if line.strip():
+            yield lineno, line
+
+
+def _chunks(items: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def score_lines(
+    task: Any, lines: Sequence[tuple[int, str]], params: Any, weights: Any, plugin_rewards: Any
+) -> list[dict[str, Any]]:
+    """Score ``vgrpo score`` input lines; a bad line gives an error row, never an exception."""
+    from vgrpo.data import sample_from_record
+    from vgrpo.scoring import score
+
+    rows: list[dict[str, Any] | None] = [None] * len(lines)
+    good: list[int] = []
+    completions, samples = [], []
+    for i, (lineno, line) in enumerate(lines):
+        try:
+            case = json.loads(line)
+            if not isinstance(case, dict):
+                raise DataError(f"expected a JSON object, got {type(case).__name__}")
+            completion = case.get("completion")
+            if not isinstance(completion, str):
+                raise DataError(f"expected a string, got {type(completion).__name__}", field="completion")
+            record = {k: v for k, v in case.items() if k != "completion"}
+            record.setdefault("id", str(lineno))
+            sample = sample_from_record(record, task)
+        except json.JSONDecodeError as exc:
+            rows[i] = _error_row(f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except DataError as exc:
+            rows[i] = _error_row(f"line {lineno}: {exc}")
+            continue
+        good.append(i)
+        completions.append(completion)
+        samples.append(sample)
+    if good:
+        scores = score(task, completions, samples, params, weights, plugin_rewards=plugin_rewards)
+        for i, s in zip(good, scores):
+            rows[i] = {
+                "parsed": s.parsed,
+                "rewards": s.rewards,
+                "reward": s.reward,
+                "error": f"line {lines[i][0]}: " + "; ".join(s.errors) if s.errors else None,
+            }
+    return [r for r in rows if r is not None]
+
+
+def _error_row(message: str) -> dict[str, Any]:
+    return {"parsed": None, "rewards": {}, "reward": None, "error": message}
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from vgrpo.scoring import resolve_weights
+
+    registry = _registry(args)
+    task = registry.task(args.task)
+    params = task.params(_json_arg(args.params, "--params"))
+    weights = _json_arg(args.weights, "--weights")
+    resolve_weights(task, weights, registry.rewards)  # fail early on a bad --weights
+    try:
+        stream = open(args.file, encoding="utf-8") if args.file and args.file != "-" else sys.stdin  # noqa: SIM115
+    except OSError as exc:
+        raise DataError(f"cannot open: {exc.strerror}", file=args.file) from None
+    table_rows: list[dict[str, Any]] = []
+    with stream:
+        for chunk in _chunks(_read_cases(stream), SCORE_CHUNK):
+            rows = score_lines(task, chunk, params, weights, registry.rewards)
+            if args.format == "table":
+                table_rows += rows
+            else:
+                sys.stdout.write("".join(_dumps(r) + "\n" for r in rows))
+                sys.stdout.flush()
+    if args.format == "table":
+        _print_scores(task, table_rows, args.file or "stdin")
+    return 0
+
+
+def _short(value: Any, width: int = 48) -> str:
+    text = _dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_scores(task: Any, rows: list[dict[str, Any]], source: str) -> None:
+    names = [r.name for r in task.rewards]
+    table = Table(title=f"{task.name}: {source}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("parsed", overflow="fold")
+    for n in names:
+        table.add_column(n, justify="right")
+    table.add_column("reward", justify="right", style="bold")
+    table.add_column("error", overflow="fold", style="red")
+    for i, r in enumerate(rows, start=1):
+        values = [f"{r['rewards'][n]:.3f}" if n in r["rewards"] else "" for n in names]
+        total = "" if r["reward"] is None else f"{r['reward']:.3f}"
+        table.add_row(str(i), _short(r["parsed"]), *values, total, r["error"] or "")
+    _console().print(table)
+
+
+# -- vgrpo env -----------------------------------------------------------------------------------------------
+def cmd_env(args: argparse.Namespace) -> int:
+    from vgrpo.env import collect_env
+
+    info = collect_env(_registry(args, quiet=True))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    table = Table(title="vgrpo env (paste this into bug reports)", title_justify="left", show_header=False)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
+    for key, value in info.items():
+        if key == "plugins":
+            value = ", ".join(f"{p['distribution']}=={p['version']} ({p['name']})" for p in value) or "none"
+        elif key == "plugin_errors":
+            value = "; ".join(f"{e['entry_point']}: {e['error']}" for e in value) or "none"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+        table.add_row(key, str(value))
+    _console().print(table)
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vgrpo", description="GRPO for vision-language models; tasks are plugins.")
+    parser.add_argument("--version", action="version", version=f"vgrpo {__version__}")
+    parser.add_argument("--strict-plugins", action="store_true", help="fail when any plugin has a problem")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("plugins", help="list installed plugins and their problems")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("tasks", help="list tasks, or `tasks show NAME` for one task")
+    p.add_argument("action", nargs="?", choices=["show"], help="show one task")
+    p.add_argument("name", nargs="?", help="task name (with show)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("score", help="score completions (JSONL) with a task's parser and rewards")
+    p.add_argument("task", help="task name, e.g. rec")
+    p.add_argument("file", nargs="?", help="JSONL of {completion, solution, image_size?, input_size?}; stdin if absent")
+    p.add_argument("--params", help='task params as JSON, e.g. \'{"coords": "norm1000"}\'')
+    p.add_argument("--weights", help='reward weights as JSON (replaces the defaults), e.g. \'{"accuracy": 1}\'')
+    p.add_argument("--format", choices=["jsonl", "table"], default="jsonl", help="output format (default jsonl)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("env", help="versions and plugins, for bug reports")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.logging import RichHandler
+
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=_console(stderr=True))])
+    try:
+        return int(args.func(args) or 0)
+    except (ParamsError, DataError, KeyError) as exc:
+        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except VgrpoError as exc:
+        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

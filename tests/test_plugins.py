@@ -1,0 +1,185 @@
+"""Discovery with fake distributions on a temporary path: nothing is pip-installed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import vgrpo
+from vgrpo import cli
+from vgrpo.plugins import load_plugins
+
+
+def test_a_good_plugin_is_listed_with_distribution_and_version(fake_site):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    assert reg.errors == []
+    [info] = reg.plugins
+    assert (info.name, info.distribution, info.version, info.tasks) == ("acme-echo", "acme-echo", "1.0.0", ["acme.echo"])
+    task = reg.task("acme.echo")
+    [s] = vgrpo.score(task, ["<think>a</think><answer>hi</answer>"], [vgrpo.Sample(id="1", solution="hi")])
+    assert s.rewards == {"accuracy": 1.0, "format": 1.0} and s.reward == 2.0
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("raise ImportError('no module named torchvision')", "ImportError: no module named torchvision"),
+        ("def broken(:\n    pass", "SyntaxError"),
+        ("import sys\nsys.exit(3)", "SystemExit"),
+    ],
+)
+def test_a_broken_plugin_is_reported_and_the_others_still_load(fake_site, source, expected):
+    fake_site.task_plugin("acme-good", "acme.good")
+    fake_site.add("acme-broken", "0.3", source=source)
+    reg = load_plugins(path=[str(fake_site.root)])
+    assert [p.name for p in reg.plugins] == ["acme-good"]
+    [err] = reg.errors
+    assert (err.entry_point, err.distribution, err.version) == ("acme-broken", "acme-broken", "0.3")
+    assert expected in err.error
+    assert reg.task("acme.good").name == "acme.good"
+
+
+def test_strict_mode_makes_problems_fatal(fake_site, monkeypatch):
+    fake_site.add("acme-broken", source="raise RuntimeError('boom')")
+    with pytest.raises(vgrpo.PluginLoadError, match="acme-broken.*boom"):
+        load_plugins(path=[str(fake_site.root)], strict=True)
+    monkeypatch.setenv("VGRPO_STRICT_PLUGINS", "1")
+    with pytest.raises(vgrpo.PluginLoadError):
+        load_plugins(path=[str(fake_site.root)])
+
+
+def test_the_same_task_name_from_two_distributions_names_both(fake_site):
+    fake_site.task_plugin("acme-one", "acme.echo")
+    fake_site.task_plugin("acme-two", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    assert "acme.echo" not in reg.tasks
+    with pytest.raises(vgrpo.NameConflictError) as info:
+        reg.task("acme.echo")
+    assert "acme-one" in str(info.value) and "acme-two" in str(info.value)
+    [err] = reg.errors
+    assert "acme-one" in err.error and "acme-two" in err.error
+    assert all("acme.echo" not in p.tasks for p in reg.plugins)
+
+
+def test_a_distribution_found_twice_on_the_path_loads_once(fake_site, tmp_path):
+    second = tmp_path / "second"
+    second.mkdir()
+    module = fake_site.task_plugin("acme-echo", "acme.echo")
+    fake_site.task_plugin("acme-echo", "acme.echo", module=module, root=second)
+    reg = load_plugins(path=[str(fake_site.root), str(second)])
+    assert reg.errors == [] and len(reg.plugins) == 1
+
+
+def test_disabled_plugins_are_skipped_by_name(fake_site, monkeypatch):
+    fake_site.task_plugin("acme-one", "acme.one")
+    fake_site.task_plugin("acme-two", "acme.two")
+    fake_site.add("acme-broken", source="raise RuntimeError('boom')")
+    monkeypatch.setenv("VGRPO_DISABLE_PLUGINS", "acme-broken, acme-two")
+    reg = load_plugins(path=[str(fake_site.root)], strict=True)
+    assert [p.name for p in reg.plugins] == ["acme-one"]
+    assert sorted(reg.disabled) == ["acme-broken", "acme-two"]
+    reg = load_plugins(path=[str(fake_site.root)], disabled=["acme-one"])
+    assert "acme-one" in reg.disabled and "acme.one" not in reg.tasks
+
+
+def test_misspelled_and_unmarked_hooks_are_reported(fake_site):
+    fake_site.add(
+        "acme-typo",
+        source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_task():\n    return []\n",
+    )
+    fake_site.add("acme-unmarked", source="def vgrpo_rewards():\n    return []\n")
+    reg = load_plugins(path=[str(fake_site.root)])
+    errors = {e.entry_point: e.error for e in reg.errors}
+    assert "unknown hook 'vgrpo_task'" in errors["acme-typo"] and "did you mean 'vgrpo_tasks'" in errors["acme-typo"]
+    assert "not marked with @vgrpo.hookimpl" in errors["acme-unmarked"]
+    assert reg.plugins == []
+
+
+def test_a_hook_with_arguments_outside_the_spec_is_reported(fake_site):
+    fake_site.add("acme-args", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks(config):\n    return []\n")
+    reg = load_plugins(path=[str(fake_site.root)])
+    [err] = reg.errors
+    assert "config" in err.error
+
+
+def test_hooks_that_raise_or_return_junk_are_reported(fake_site):
+    fake_site.add("acme-raises", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks():\n    raise ValueError('x')\n")
+    fake_site.add("acme-junk", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return ['not a reward']\n")
+    reg = load_plugins(path=[str(fake_site.root)])
+    errors = {e.entry_point: e.error for e in reg.errors}
+    assert "raised ValueError" in errors["acme-raises"]
+    assert "expected a vgrpo.Reward" in errors["acme-junk"]
+
+
+def test_invalid_tasks_are_rejected_at_registration_with_the_plugin_named(fake_site):
+    fake_site.task_plugin("acme-bare", "echo")  # third-party names must be dotted
+    bad_template = vgrpo_task_source("acme.tpl").replace('user="{question}"', 'user="{question} {nope}"')
+    fake_site.add("acme-tpl", source=bad_template)
+    bad_parse = vgrpo_task_source("acme.parse").replace(
+        "return vgrpo.extract_answer(completion)", "raise RuntimeError('parser bug')"
+    )
+    fake_site.add("acme-parse", source=bad_parse)
+    reg = load_plugins(path=[str(fake_site.root)])
+    errors = {e.entry_point: e.error for e in reg.errors}
+    assert "must be dotted" in errors["acme-bare"]
+    assert "nope" in errors["acme-tpl"] and "template" in errors["acme-tpl"]
+    assert "parser bug" in errors["acme-parse"]
+    assert reg.tasks == {}
+
+
+def vgrpo_task_source(name: str) -> str:
+    from tests.conftest import _HOOK, TASK_SOURCE
+
+    return TASK_SOURCE.format(task_name=name) + _HOOK
+
+
+def test_plugin_rewards_are_registered_and_must_be_dotted(fake_site):
+    source = (
+        "import vgrpo\n"
+        "@vgrpo.reward('acme.short', range=(-1.0, 0.0))\n"
+        "def short(completion):\n    return -min(1.0, len(completion) / 100)\n"
+        "@vgrpo.reward('short')\n"
+        "def bare(completion):\n    return 0.0\n"
+        "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [short, bare]\n"
+    )
+    fake_site.add("acme-rewards", source=source)
+    reg = load_plugins(path=[str(fake_site.root)])
+    assert list(reg.rewards) == ["acme.short"]
+    assert "must be dotted" in reg.errors[0].error
+    assert reg.reward("acme.short").range == (-1.0, 0.0)
+
+
+def test_required_plugins_check_versions(fake_site):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    reg.require(["acme-echo>=1.0", "acme_echo==1.0.0"])  # satisfied; names normalise
+    with pytest.raises(vgrpo.MissingPluginsError) as info:
+        reg.require(["acme-echo>=2.0", "vgrpo-nonexistent"])
+    msg = str(info.value)
+    assert "acme-echo>=2.0 (installed: 1.0.0)" in msg
+    assert "vgrpo-nonexistent (not installed)" in msg
+    assert "acme-echo==1.0.0" in msg  # the installed list
+    with pytest.raises(vgrpo.MissingPluginsError, match="not a valid requirement"):
+        reg.require(["acme echo >>> 1"])
+
+
+def test_unknown_task_suggests_the_closest_name(fake_site):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    with pytest.raises(vgrpo.UnknownNameError, match="did you mean 'acme.echo'"):
+        reg.task("acme.ecko")
+
+
+def test_cli_plugins_json_lists_plugins_and_errors(fake_site, capsys):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    fake_site.add("acme-broken", "0.2", source="raise ImportError('missing dependency')")
+    assert cli.main(["plugins", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {p["name"]: p for p in doc["plugins"]}
+    assert rows["acme-echo"]["tasks"] == ["acme.echo"] and rows["acme-echo"]["version"] == "1.0.0"
+    assert set(rows["acme-echo"]) >= {"name", "distribution", "version", "tasks", "rewards"}
+    broken = [e for e in doc["errors"] if e["entry_point"] == "acme-broken"]
+    assert broken and broken[0]["version"] == "0.2" and "missing dependency" in broken[0]["error"]
+    assert cli.main(["--strict-plugins", "plugins"]) == 1
