@@ -1,0 +1,95 @@
+"""The CLI contract: `vgrpo score`, `vgrpo tasks`, `vgrpo env` and their errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vgrpo import cli
+
+
+def score(capsys, monkeypatch, lines, *args):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    code = cli.main(["score", *args])
+    captured = capsys.readouterr()
+    return code, [json.loads(x) for x in captured.out.splitlines()], captured.err
+
+
+def test_score_writes_one_row_per_line_in_order_and_bad_lines_become_error_rows(capsys, monkeypatch):
+    lines = [
+        json.dumps({"completion": "<think>1, 2, 3</think><answer>3</answer>", "solution": 3}),
+        "{not json",
+        json.dumps({"completion": 3, "solution": 3}),
+        "",
+        json.dumps({"completion": "<answer>4</answer>", "solution": -1}),
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"completion": "<answer>four</answer>", "solution": 4}),
+    ]
+    code, rows, _ = score(capsys, monkeypatch, lines, "count")
+    assert code == 0 and len(rows) == 6  # the blank line is skipped
+    assert rows[0] == {"parsed": 3, "rewards": {"accuracy": 1.0, "format": 1.0}, "reward": 2.0, "error": None}
+    assert rows[1]["error"].startswith("line 2: invalid JSON") and rows[1]["reward"] is None
+    assert "line 3" in rows[2]["error"] and "completion" in rows[2]["error"]
+    assert "line 5" in rows[3]["error"] and "non-negative integer" in rows[3]["error"]
+    assert "expected a JSON object" in rows[4]["error"]
+    assert rows[5]["parsed"] == 4 and rows[5]["reward"] == 1.0
+
+
+def test_score_weights_replace_the_defaults(capsys, monkeypatch):
+    line = json.dumps({"completion": "<think></think><answer>2</answer>", "solution": 2})
+    code, [row], _ = score(capsys, monkeypatch, [line], "count", "--weights", '{"accuracy": 0.5}')
+    assert code == 0 and row["reward"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nosuchtask"], "unknown task 'nosuchtask'"),
+        (["count", "--params", "{bad json"], "--params: expected a JSON object"),
+        (["count", "--params", '{"require_answer_tags": "maybe"}'], "require_answer_tags"),
+        (["count", "--params", '{"colour": 1}'], "colour"),
+        (["count", "--weights", '{"acc": 1}'], "unknown reward 'acc'"),
+        (["count", "/nonexistent/file.jsonl"], "cannot open"),
+    ],
+)
+def test_score_input_errors_exit_2_with_a_clear_message(capsys, monkeypatch, args, expected):
+    code, rows, err = score(capsys, monkeypatch, [], *args)
+    assert code == 2 and rows == []
+    assert expected in " ".join(err.split())
+
+
+def test_score_reads_a_file_and_prints_a_table(tmp_path, capsys):
+    f = tmp_path / "cases.jsonl"
+    f.write_text(json.dumps({"completion": "<think>t</think><answer>7</answer>", "solution": 7}) + "\n")
+    assert cli.main(["score", "count", str(f), "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "2.000" in out
+
+
+def test_tasks_show_json_has_template_params_rewards_and_metric(capsys):
+    assert cli.main(["tasks", "show", "count", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["distribution"] == "vgrpo-count"
+    assert {p["name"]: p["default"] for p in info["params"]}["require_answer_tags"] is True
+    assert [r["name"] for r in info["rewards"]] == ["accuracy", "format"]
+    assert info["metric"] == ["accuracy"] and "{question}" in info["template"]["user"]
+    assert cli.main(["tasks", "show", "nope"]) == 2
+
+
+def test_env_json_reports_versions_and_plugins(capsys):
+    assert cli.main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["python"] == sys.version.split()[0]
+    assert "pluggy" in info["packages"]
+    assert "vgrpo-count" in [p["distribution"] for p in info["plugins"]]
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "vgrpo"
+    out = subprocess.run([str(script), "tasks", "--json"], capture_output=True, text=True, check=True).stdout
+    assert "count" in [t["name"] for t in json.loads(out)["tasks"]]
