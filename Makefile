@@ -25,9 +25,12 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+TASKS := rec ovd count math
+
+# The main job (for now): list the plugins, then score the shipped example completions of every task.
 demo: install
 	$(BIN)/vgrpo plugins
-	$(BIN)/python -m vgrpo.demo
+	@for t in $(TASKS); do $(BIN)/vgrpo score $$t examples/completions/$$t.jsonl --format table || exit 1; done
 
 test: install-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

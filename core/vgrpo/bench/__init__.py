@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m vgrpo.bench <name>``. Figures go to docs/benchmarks.md."""

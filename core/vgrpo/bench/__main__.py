@@ -1,0 +1,21 @@
+"""``python -m vgrpo.bench <benchmark> [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vgrpo.bench", description="vgrpo benchmarks")
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    from vgrpo.bench import rewards
+
+    rewards.add_arguments(sub.add_parser("rewards", help="completions scored per second, per task, on one core"))
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
