@@ -93,3 +93,12 @@ def test_the_console_script_is_installed():
     script = Path(sys.executable).parent / "vgrpo"
     out = subprocess.run([str(script), "tasks", "--json"], capture_output=True, text=True, check=True).stdout
     assert "count" in [t["name"] for t in json.loads(out)["tasks"]]
+
+
+def test_score_accepts_the_file_after_options(tmp_path, capsys):
+    f = tmp_path / "cases.jsonl"
+    f.write_text(json.dumps({"completion": "<answer>2</answer>", "solution": 2}) + "\n")
+    assert cli.main(["score", "count", "--params", '{"require_answer_tags": true}', str(f)]) == 0
+    assert json.loads(capsys.readouterr().out)["rewards"]["accuracy"] == 1.0
+    with pytest.raises(SystemExit):
+        cli.main(["score", "count", str(f), "extra-arg"])

@@ -359,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse consumes positionals in contiguous runs, so `score TASK --params X FILE` leaves FILE over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "score" and args.file is None and len(extra) == 1 and not extra[0].startswith("-"):
+            args.file = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from rich.logging import RichHandler
 
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]

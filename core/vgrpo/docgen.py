@@ -20,6 +20,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def example_prompt(registry: PluginRegistry, name: str) -> str:
+    """The text of the user message the task builds for its example record with default params."""
+    from vgrpo.data import sample_from_record
+
+    task = registry.task(name)
+    sample = sample_from_record(task.example, task, default_id="example")
+    messages = task.build_prompt(sample, task.params())
+    user = [m for m in messages if m.get("role") == "user"][-1]
+    return "\n".join(part["text"] for part in user["content"] if part.get("type") == "text")
+
+
 def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASKS) -> str:
     """Markdown for the given tasks: description, params with defaults, rewards, metric, template, example."""
     out = [
@@ -51,10 +62,10 @@ def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASK
             "",
             f"**Metric** (dataset-level): {', '.join(f'`{m}`' for m in info['metric'])}",
             "",
-            "**Prompt template** (user message):",
+            "**Prompt** for the example record, default params (user message):",
             "",
             "```text",
-            info["template"]["user"],
+            example_prompt(registry, name),
             "```",
             "",
             "**Example record and completion**:",

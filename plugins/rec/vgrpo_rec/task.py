@@ -1,0 +1,166 @@
+"""Referring expression comprehension: put one box around the object a phrase describes; reward = IoU."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+import vgrpo
+from vgrpo_rec.geometry import polygon_area, solution_iou, to_image_box
+from vgrpo_rec.parse import parse_box, valid_box
+
+
+class RecParams(vgrpo.TaskParams):
+    """Knobs of the ``rec`` task."""
+
+    coords: Literal["abs", "norm1000", "norm1"] = Field(
+        "abs",
+        description="Coordinates the model writes. 'abs': pixels of the image the model saw, rescaled to "
+        "the original by W/w and H/h when the sample has both image_size (W, H) and input_size (w, h), "
+        "else taken as original pixels. 'norm1000': 0-1000 of the image (Qwen2-VL style); 'norm1': 0-1. "
+        "Both normalised conventions need image_size: without it the box cannot be converted and accuracy "
+        "is 0.",
+    )
+    iou_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="When set to t (0 < t <= 1), accuracy is 1.0 if IoU >= t else 0.0; when null, accuracy "
+        "is the IoU itself. The 'iou' reward always reports the continuous IoU.",
+    )
+
+
+def prediction_iou(parsed: Any, sample: vgrpo.Sample, coords: str) -> float:
+    """IoU of a parsed prediction (model coordinates) with the sample's ground truth; 0.0 when unparsable."""
+    if parsed is None:
+        return 0.0
+    box = to_image_box(parsed, coords, sample.image_size, sample.input_size)
+    return 0.0 if box is None else solution_iou(box, sample.solution)
+
+
+@vgrpo.reward(range=(0.0, 1.0), batched=True)
+def accuracy(parsed: Sequence[Any], samples: Sequence[vgrpo.Sample], params: RecParams) -> list[float]:
+    """IoU of the predicted box with the ground truth, or 1.0/0.0 against iou_threshold when set."""
+    coords, t = params.coords, params.iou_threshold
+    values = [prediction_iou(p, s, coords) for p, s in zip(parsed, samples)]
+    return values if t is None else [1.0 if v >= t else 0.0 for v in values]
+
+
+@vgrpo.reward(range=(0.0, 1.0), batched=True)
+def iou(parsed: Sequence[Any], samples: Sequence[vgrpo.Sample], params: RecParams) -> list[float]:
+    """Continuous IoU of the predicted box with the ground truth, whatever iou_threshold says (for logs)."""
+    coords = params.coords
+    return [prediction_iou(p, s, coords) for p, s in zip(parsed, samples)]
+
+
+_BOX_HELP = "a box [x1, y1, x2, y2] or a polygon [[x, y], ...] in original-image pixels"
+_COORDS_NOTE = {
+    "abs": "",
+    "norm1000": " Coordinates are integers from 0 to 1000, relative to the image width and height.",
+    "norm1": " Coordinates are fractions from 0 to 1 of the image width and height.",
+}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected {what} to be a number, got {_short(value)}")
+    try:
+        f = float(value)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"expected {what} to be a finite number, got {_short(value)}")
+    return f
+
+
+class RecTask(vgrpo.Task):
+    """Referring expression comprehension (visual grounding of one object).
+
+    The model answers ``{"bbox_2d": [x1, y1, x2, y2]}``; ``accuracy`` is its IoU with the ground truth box
+    (or polygon, via shapely). For ``coords`` other than ``abs`` the prompt gains one sentence saying the
+    convention, which a ``str.format`` template cannot express, hence :meth:`build_prompt`.
+    """
+
+    name = "rec"
+    version = "0.1.0"
+    description = "Ground a referring expression with one bounding box; reward = IoU with the ground truth."
+    Params = RecParams
+    template = vgrpo.PromptTemplate(
+        user="Please provide the bounding box coordinates of the region this sentence describes: {question}. "
+        "First output the thinking process in <think> </think> tags and then output the final answer in "
+        '<answer> </answer> tags as JSON in the form {{"bbox_2d": [x1, y1, x2, y2]}}.'
+    )
+    rewards = (accuracy, vgrpo.format_reward, iou)
+    default_weights = {"accuracy": 1.0, "format": 1.0}
+    metric_names = ("acc@0.5", "mean_iou")
+    example = {
+        "id": "rec-0",
+        "image": "scene.png",
+        "question": "the red circle on the left",
+        "solution": [40, 60, 120, 140],
+        "image_size": [640, 480],
+    }
+    example_completion = (
+        "<think>There are two red circles; the left one spans x from 40 to 120 and y from 60 to 140.</think> "
+        '<answer>{"bbox_2d": [40, 60, 120, 140]}</answer>'
+    )
+
+    def parse(self, completion: str, params: vgrpo.TaskParams) -> list[float] | None:
+        """The first box of the answer as ``[x1, y1, x2, y2]`` floats in model coordinates, else ``None``."""
+        answer = vgrpo.extract_answer(completion, require_tags=params.require_answer_tags)
+        return None if answer is None else parse_box(answer)
+
+    def check_solution(self, solution: Any) -> list[float] | list[list[float]]:
+        """A box ``[x1, y1, x2, y2]`` (x2 > x1, y2 > y1) or a polygon of >= 3 points with positive area."""
+        if not isinstance(solution, (list, tuple)) or not solution:
+            raise ValueError(f"expected {_BOX_HELP}, got {_short(solution)}")
+        if not isinstance(solution[0], (list, tuple)):
+            if len(solution) != 4:
+                raise ValueError(
+                    f"expected a box of 4 numbers [x1, y1, x2, y2] (or a polygon [[x, y], ...]), "
+                    f"got {len(solution)} items: {_short(solution)}"
+                )
+            box = [_number(v, f"box coordinate {i}") for i, v in enumerate(solution)]
+            if valid_box(box) is None:
+                raise ValueError(
+                    f"expected a box [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got {_short(solution)}"
+                )
+            return box
+        if len(solution) < 3:
+            raise ValueError(f"expected a polygon of at least 3 [x, y] points, got {len(solution)}")
+        points = []
+        for i, point in enumerate(solution):
+            if not isinstance(point, (list, tuple)) or len(point) != 2:
+                raise ValueError(f"expected polygon point {i} as [x, y], got {_short(point)}")
+            x, y = point
+            points.append([_number(x, f"x of polygon point {i}"), _number(y, f"y of polygon point {i}")])
+        if not polygon_area(points) > 0:
+            raise ValueError(f"expected a polygon enclosing a positive area, got {_short(solution)}")
+        return points
+
+    def build_prompt(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> list[dict[str, Any]]:
+        """The template's messages, plus a sentence on the coordinate convention when it is not ``abs``."""
+        messages = self.template.render(sample, params)
+        note = _COORDS_NOTE.get(getattr(params, "coords", "abs"), "")
+        if note:
+            text_part = messages[-1]["content"][-1]
+            text_part["text"] += note
+        return messages
+
+    def metric(
+        self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
+    ) -> dict[str, float]:
+        """``acc@0.5``: fraction of samples with IoU >= 0.5; ``mean_iou``: mean IoU (unparsable = 0)."""
+        coords = getattr(params, "coords", "abs")
+        ious = [prediction_iou(valid_box(p), s, coords) for p, s in zip(predictions, samples)]
+        if not ious:
+            return {"acc@0.5": 0.0, "mean_iou": 0.0}
+        return {"acc@0.5": sum(v >= 0.5 for v in ious) / len(ious), "mean_iou": sum(ious) / len(ious)}
