@@ -1,0 +1,104 @@
+"""Open-vocabulary detection: the answer is a JSON list of labelled boxes, scored by COCO AP.
+
+Rewards (all in [0, 1]; an unparsable completion, ``None``, scores 0 on each but ``format``):
+``ap``/``ap50`` single-image COCO AP@[.5:.95]/AP@.5, ``f1`` of a one-to-one IoU ≥ 0.5 matching,
+``length`` = min(1, n_gt / n_pred), and ``accuracy`` = ap × length (VLM-R1's OVD reward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import vgrpo
+from vgrpo_ovd.boxes import check_ground_truth, ground_truth_key, parse_detections, prediction_key
+from vgrpo_ovd.coco import coco_map
+from vgrpo_ovd.evaluation import Scores, evaluate
+
+
+class OvdParams(vgrpo.TaskParams):
+    """OVD has no knobs of its own: boxes are pixels of the image, scored as COCO does."""
+
+
+def _scores(parsed: Any, sample: vgrpo.Sample) -> Scores:
+    return evaluate(ground_truth_key(sample.solution), prediction_key(parsed))
+
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(parsed: Any, sample: vgrpo.Sample) -> float:
+    """ap × length: COCO AP damped when the model writes more boxes than there are objects."""
+    if parsed is None:
+        return 0.0
+    scores = _scores(parsed, sample)
+    return scores.ap * scores.length
+
+
+@vgrpo.reward(range=(0.0, 1.0))
+def ap(parsed: Any, sample: vgrpo.Sample) -> float:
+    """Single-image COCO AP@[.50:.95] as pycocotools computes it, detections ranked in written order."""
+    return 0.0 if parsed is None else _scores(parsed, sample).ap
+
+
+@vgrpo.reward(range=(0.0, 1.0))
+def ap50(parsed: Any, sample: vgrpo.Sample) -> float:
+    """Single-image COCO AP@.50 as pycocotools computes it, detections ranked in written order."""
+    return 0.0 if parsed is None else _scores(parsed, sample).ap50
+
+
+@vgrpo.reward(range=(0.0, 1.0))
+def f1(parsed: Any, sample: vgrpo.Sample) -> float:
+    """2TP/(2TP+FP+FN) of a maximum one-to-one matching of same-label boxes with IoU ≥ 0.5."""
+    return 0.0 if parsed is None else _scores(parsed, sample).f1
+
+
+@vgrpo.reward(range=(0.0, 1.0))
+def length(parsed: Any, sample: vgrpo.Sample) -> float:
+    """min(1, n_gt / n_pred), 1.0 with no predicted box: the anti-flooding factor (0.0 when unparsable)."""
+    return 0.0 if parsed is None else _scores(parsed, sample).length
+
+
+class OvdTask(vgrpo.Task):
+    name = "ovd"
+    version = "0.1.0"
+    description = "Detect every object of the listed categories; the answer is a JSON list of labelled boxes."
+    Params = OvdParams
+    template = vgrpo.PromptTemplate(
+        user="{question} First output the thinking process in <think> </think> tags and then output the "
+        "final answer in <answer> </answer> tags as a JSON list of the objects found, each "
+        '{{"bbox_2d": [x1, y1, x2, y2], "label": "category"}} with pixel coordinates of the image; '
+        "write [] when there is none."
+    )
+    rewards = (accuracy, ap, ap50, f1, length, vgrpo.format_reward)
+    metric_names = ("map", "ap50")
+    example = {
+        "id": "ovd-0",
+        "image": "scene.png",
+        "question": "Find every red circle and blue square.",
+        "solution": [
+            {"bbox_2d": [12, 20, 60, 68], "label": "red circle"},
+            {"bbox_2d": [100, 40, 150, 90], "label": "blue square"},
+        ],
+        "image_size": [224, 224],
+    }
+    example_completion = (
+        "<think>There is one red circle at the top left and one blue square to its right.</think> "
+        '<answer>[{"bbox_2d": [12, 20, 60, 68], "label": "red circle"}, '
+        '{"bbox_2d": [100, 40, 150, 90], "label": "blue square"}]</answer>'
+    )
+
+    def parse(self, completion: str, params: vgrpo.TaskParams) -> list[dict[str, Any]] | None:
+        answer = vgrpo.extract_answer(completion, require_tags=params.require_answer_tags)
+        return None if answer is None else parse_detections(answer)
+
+    def check_solution(self, solution: Any) -> list[dict[str, Any]]:
+        return check_ground_truth(solution)
+
+    def metric(
+        self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
+    ) -> dict[str, float]:
+        """Dataset-level COCO mAP and AP50 (pycocotools); an unparsable prediction counts as no boxes."""
+        pairs = list(zip(predictions, samples))
+        return coco_map(
+            [ground_truth_key(s.solution) for _, s in pairs],
+            [prediction_key(p) if isinstance(p, list) else () for p, _ in pairs],
+        )
