@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -120,8 +121,18 @@ def task_info(registry: PluginRegistry, name: str) -> dict[str, Any]:
         ],
         "metric": list(task.metric_names),
         "example": dict(task.example),
+        "example_prompt": example_prompt(task),
         "example_completion": task.example_completion,
     }
+
+
+def example_prompt(task: Any) -> str:
+    """The user-message text the task builds for its example record with default params."""
+    from vgrpo.data import sample_from_record
+
+    sample = sample_from_record(task.example, task, default_id="example")
+    user = [m for m in task.build_prompt(sample, task.params()) if m.get("role") == "user"][-1]
+    return "\n".join(part["text"] for part in user["content"] if part.get("type") == "text")
 
 
 def _type_name(prop: dict[str, Any]) -> str:
@@ -174,6 +185,7 @@ def _print_task(info: dict[str, Any]) -> None:
     if info["template"]["system"]:
         con.print(f"  system: {info['template']['system']}", markup=False)
     con.print(f"  user: {info['template']['user']}", markup=False)
+    con.print(Text.assemble(("prompt for the example record: ", "bold"), info["example_prompt"]))
     params = Table(title="params", title_justify="left")
     for col in ("name", "type", "default", "description"):
         params.add_column(col, overflow="fold")
@@ -288,18 +300,22 @@ def _short(value: Any, width: int = 48) -> str:
 
 def _print_scores(task: Any, rows: list[dict[str, Any]], source: str) -> None:
     names = [r.name for r in task.rewards]
-    table = Table(title=f"{task.name}: {source}", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("parsed", overflow="fold")
+    errors = any(r["error"] for r in rows)
+    table = Table(title=f"{task.name}: {source}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("parsed", no_wrap=True, overflow="ellipsis", max_width=24)
     for n in names:
-        table.add_column(n, justify="right")
-    table.add_column("reward", justify="right", style="bold")
-    table.add_column("error", overflow="fold", style="red")
+        table.add_column(n, justify="right", no_wrap=True, min_width=5)
+    table.add_column("reward", justify="right", style="bold", no_wrap=True, min_width=5)
+    if errors:
+        table.add_column("error", overflow="fold", style="red")
     for i, r in enumerate(rows, start=1):
         values = [f"{r['rewards'][n]:.3f}" if n in r["rewards"] else "" for n in names]
         total = "" if r["reward"] is None else f"{r['reward']:.3f}"
-        table.add_row(str(i), _short(r["parsed"]), *values, total, r["error"] or "")
-    _console().print(table)
+        table.add_row(str(i), _short(r["parsed"]), *values, total, *([r["error"] or ""] if errors else []))
+    con = _console()
+    con.width = max(con.width, 110)  # one row per completion beats a squeezed table in an 80-column log
+    con.print(table)
 
 
 # -- vgrpo env -----------------------------------------------------------------------------------------------

@@ -20,17 +20,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def example_prompt(registry: PluginRegistry, name: str) -> str:
-    """The text of the user message the task builds for its example record with default params."""
-    from vgrpo.data import sample_from_record
-
-    task = registry.task(name)
-    sample = sample_from_record(task.example, task, default_id="example")
-    messages = task.build_prompt(sample, task.params())
-    user = [m for m in messages if m.get("role") == "user"][-1]
-    return "\n".join(part["text"] for part in user["content"] if part.get("type") == "text")
-
-
 def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASKS) -> str:
     """Markdown for the given tasks: description, params with defaults, rewards, metric, template, example."""
     out = [
@@ -65,7 +54,7 @@ def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASK
             "**Prompt** for the example record, default params (user message):",
             "",
             "```text",
-            example_prompt(registry, name),
+            info["example_prompt"],
             "```",
             "",
             "**Example record and completion**:",

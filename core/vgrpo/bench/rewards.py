@@ -127,15 +127,24 @@ def make_batch(task_name: str, n: int, seed: int = 0) -> tuple[list[str], list[d
 
 
 def measure(task_name: str, n: int, min_seconds: float, seed: int = 0) -> dict[str, Any]:
-    """Throughput of ``vgrpo.score`` for one task: best of repeated passes over a batch of ``n``."""
+    """Throughput of ``vgrpo.score`` for one task over passes of ``n`` completions.
+
+    Every pass scores a freshly generated batch (a new seed), so no cache inside a plugin (parsed ground
+    truths, memoised APs) carries over from one timed pass to the next.
+    """
     from vgrpo.data import sample_from_record
 
     task = load_plugins().task(task_name)
-    completions, records = make_batch(task_name, n, seed)
-    samples: list[Sample] = [sample_from_record({**r, "id": str(i)}, task) for i, r in enumerate(records)]
-    score(task, completions[:GROUP], samples[:GROUP])  # warm-up (imports, worker start-up)
+
+    def batch(s: int) -> tuple[list[str], list[Sample]]:
+        completions, records = make_batch(task_name, n, s)
+        return completions, [sample_from_record({**r, "id": str(i)}, task) for i, r in enumerate(records)]
+
+    warm_c, warm_s = batch(seed + 10_000)
+    score(task, warm_c[:GROUP], warm_s[:GROUP])  # warm-up (imports, worker start-up)
     rates, total, passes = [], 0.0, 0
     while total < min_seconds or passes < 3:
+        completions, samples = batch(seed + passes)
         start = time.perf_counter()
         results = score(task, completions, samples)
         elapsed = time.perf_counter() - start
