@@ -65,8 +65,13 @@ class FakeSite:
         self.modules.append(module)
         return module
 
+    @staticmethod
+    def task_source(task_name: str) -> str:
+        """Source of a valid plugin module providing one task called ``task_name``."""
+        return TASK_SOURCE.format(task_name=task_name) + _HOOK
+
     def task_plugin(self, dist: str, task_name: str, **kw: object) -> str:
-        return self.add(dist, source=TASK_SOURCE.format(task_name=task_name) + _HOOK, **kw)  # type: ignore[arg-type]
+        return self.add(dist, source=self.task_source(task_name), **kw)  # type: ignore[arg-type]
 
 
 _HOOK = '''

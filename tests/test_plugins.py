@@ -115,9 +115,9 @@ def test_hooks_that_raise_or_return_junk_are_reported(fake_site):
 
 def test_invalid_tasks_are_rejected_at_registration_with_the_plugin_named(fake_site):
     fake_site.task_plugin("acme-bare", "echo")  # third-party names must be dotted
-    bad_template = vgrpo_task_source("acme.tpl").replace('user="{question}"', 'user="{question} {nope}"')
+    bad_template = fake_site.task_source("acme.tpl").replace('user="{question}"', 'user="{question} {nope}"')
     fake_site.add("acme-tpl", source=bad_template)
-    bad_parse = vgrpo_task_source("acme.parse").replace(
+    bad_parse = fake_site.task_source("acme.parse").replace(
         "return vgrpo.extract_answer(completion)", "raise RuntimeError('parser bug')"
     )
     fake_site.add("acme-parse", source=bad_parse)
@@ -127,12 +127,6 @@ def test_invalid_tasks_are_rejected_at_registration_with_the_plugin_named(fake_s
     assert "nope" in errors["acme-tpl"] and "template" in errors["acme-tpl"]
     assert "parser bug" in errors["acme-parse"]
     assert reg.tasks == {}
-
-
-def vgrpo_task_source(name: str) -> str:
-    from tests.conftest import _HOOK, TASK_SOURCE
-
-    return TASK_SOURCE.format(task_name=name) + _HOOK
 
 
 def test_plugin_rewards_are_registered_and_must_be_dotted(fake_site):
