@@ -1,0 +1,292 @@
+"""The training configuration: pydantic models, YAML files and dotted ``key.sub=value`` overrides.
+
+Unknown keys are errors that list the valid names; every field has a default and a description, so the
+configuration reference is generated from these models. Defaults follow TRL 1.x's GRPOConfig where the
+two overlap, so results are comparable.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vgrpo.errors import ParamsError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Section):
+    """LoRA adapters via peft; only the adapters train when enabled."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of the full language model.")
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names (of the language model) that get adapters.",
+    )
+
+
+class ModelConfig(_Section):
+    """Which vision-language model to train, and how."""
+
+    name_or_path: str = Field(
+        "tiny", description="A local path or hub id of an image-text-to-text model, or 'tiny' for the embedded one."
+    )
+    adapter: str = Field("auto", description="Model adapter name (see `vgrpo plugins`), or 'auto' to pick by model type.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Parameter dtype.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; flash_attention_2 needs the flash-attn package."
+    )
+    min_pixels: int | None = Field(None, gt=0, description="Smallest image area fed to the model (Qwen smart resize).")
+    max_pixels: int | None = Field(None, gt=0, description="Largest image area fed to the model (Qwen smart resize).")
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    logprobs: Literal["fused", "naive"] = Field(
+        "fused", description="Per-token log-probs from fused kernels (never materialise logits) or plain log_softmax."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class TaskEntry(_Section):
+    """One entry of the task mixture."""
+
+    task: str = Field(..., description="Task name, e.g. rec or acme.chartqa.")
+    data: list[str] = Field(..., min_length=1, description="JSONL file(s) of records for this task.")
+    weight: float = Field(1.0, gt=0, description="Relative sampling weight in the mixture.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task params (see `vgrpo tasks show TASK`).")
+    rewards: dict[str, float] | None = Field(
+        None, description="Reward weights {name: weight}; replaces the task's defaults. Plugin rewards by name."
+    )
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many records (the first ones).")
+    image_root: str | None = Field(None, description="Directory image paths are relative to (default: the JSONL's).")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class GrpoConfig(_Section):
+    """The GRPO objective (TRL 1.x semantics and defaults)."""
+
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size G).")
+    beta: float = Field(0.0, ge=0, description="k3 KL coefficient to a frozen reference; 0 loads no reference model.")
+    epsilon: float = Field(0.2, gt=0, description="Lower clipping range of the importance ratio.")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clipping range (default: epsilon).")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="Loss normalisation.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the reward std of the group, of the batch, or not at all."
+    )
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes per generated batch (μ).")
+    importance_sampling_level: Literal["token", "sequence"] = Field(
+        "token", description="Importance ratio per token, or one per sequence (GSPO)."
+    )
+    mask_truncated_completions: bool = Field(False, description="Exclude completions that hit the length limit.")
+
+
+class GenerationConfig(_Section):
+    """Sampling of the G completions per prompt."""
+
+    max_completion_length: int = Field(256, gt=0, description="Maximum new tokens per completion.")
+    max_prompt_length: int | None = Field(None, gt=0, description="Left-truncate longer prompts (text tokens).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k filtering; 0 disables it.")
+
+
+class OptimConfig(_Section):
+    """Optimiser, schedule and batch sizes."""
+
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="Schedule after warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
+    prompts_per_step: int = Field(2, gt=0, description="Prompts per optimizer step per process (x G completions).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_steps: int = Field(100, gt=0, description="Optimizer steps to train.")
+
+
+class RewardRuntimeConfig(_Section):
+    """How rewards are computed during training."""
+
+    workers: int = Field(1, ge=0, description="Reward worker processes; 0 computes rewards in the training process.")
+    timeout_s: float = Field(30.0, gt=0, description="Time limit per reward call; a timeout scores the minimum.")
+
+
+class LoggingConfig(_Section):
+    """Where metrics go."""
+
+    every: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files to output_dir/tb.")
+    wandb: bool = Field(False, description="Log to Weights & Biases (needs wandb installed and configured).")
+    completions_every: int = Field(10, ge=0, description="Write sampled completions every N steps; 0 disables.")
+
+
+class CheckpointConfig(_Section):
+    """Checkpoints and resuming."""
+
+    every: int = Field(50, ge=1, description="Save a checkpoint every N optimizer steps (and at the end).")
+    save_total_limit: int | None = Field(3, ge=1, description="Keep at most this many checkpoints; null keeps all.")
+    resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'never', or a checkpoint path.")
+
+
+class TrainConfig(_Section):
+    """A whole training run."""
+
+    output_dir: str = Field("runs/vgrpo", description="Where metrics, checkpoints and the resolved config go.")
+    seed: int = Field(0, description="Seed for sampling, generation and initialisation.")
+    required_plugins: list[str] = Field(
+        default_factory=list, description='Distributions the run needs, e.g. ["vgrpo-ovd>=0.2"]; checked first.'
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tasks: list[TaskEntry] = Field(default_factory=list, description="The task mixture.")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rewards: RewardRuntimeConfig = Field(default_factory=RewardRuntimeConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        names = [t.task for t in self.tasks]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"tasks: each task may appear once, {dupes} appear more often (merge their data lists)")
+        return self
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+def _parse_value(text: str) -> Any:
+    """A command-line value as YAML (numbers, booleans, lists, null), else the plain string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def apply_override(data: dict[str, Any], dotted: str) -> None:
+    """Apply one ``key.sub=value`` override to nested config data (list items by index: ``tasks.0.weight``)."""
+    if "=" not in dotted:
+        raise ParamsError(f"override {dotted!r}: expected key.sub=value")
+    key, value = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = data
+    model: type[BaseModel] | None = TrainConfig
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ParamsError(f"override {key!r}: {'.'.join(parts[:i])} has {len(node)} items, got index {part!r}")
+            idx = int(part)
+            if last:
+                node[idx] = _parse_value(value)
+                return
+            node = node[idx]
+            model = TaskEntry if parts[0] == "tasks" else None
+            continue
+        if model is not None and part not in model.model_fields:
+            raise ParamsError(_unknown(".".join(parts[: i + 1]), part, _valid_keys(model)))
+        if last:
+            node[part] = _parse_value(value)
+            return
+        field = model.model_fields[part] if model is not None else None
+        child = field.annotation if field is not None else None
+        model = child if isinstance(child, type) and issubclass(child, BaseModel) else None
+        if part == "tasks":
+            node = node.setdefault(part, [])
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+
+
+def _unknown(where: str, key: str, valid: list[str]) -> str:
+    hint = difflib.get_close_matches(key, valid, n=1)
+    return f"unknown config key {where!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid keys: {valid}"
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            valid = _valid_keys(parent) if parent else []
+            lines.append(_unknown(loc, str(err["loc"][-1]), valid))
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: invalid config:\n  " + "\n  ".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = TrainConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        child = field.annotation if field else None
+        if isinstance(child, type) and issubclass(child, BaseModel):
+            model = child
+        elif str(part) == "tasks":
+            model = TaskEntry
+        else:
+            return None
+    return model
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config (or start from defaults), apply dotted overrides, validate.
+
+    Relative ``data`` and ``image_root`` paths are resolved against the YAML file's directory.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ParamsError(f"{path}: cannot read config: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ParamsError(f"{path}: expected a mapping of config sections, got {type(loaded).__name__}")
+        data = loaded
+        base = Path(path).resolve().parent
+        for entry in data.get("tasks") or []:
+            if isinstance(entry, dict):
+                files = entry.get("data")
+                if isinstance(files, str):
+                    files = [files]
+                if isinstance(files, list):
+                    entry["data"] = [str(base / f) if isinstance(f, str) else f for f in files]
+                if isinstance(entry.get("image_root"), str):
+                    entry["image_root"] = str(base / entry["image_root"])
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, source)) from None
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The resolved config as YAML (what is saved in output_dir and in every checkpoint)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

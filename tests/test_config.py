@@ -1,0 +1,74 @@
+"""Config: YAML + dotted overrides, unknown keys rejected with the valid names, values checked."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import vgrpo
+from vgrpo.config import TrainConfig, dump_config, load_config
+
+
+def write(tmp_path, data):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = write(tmp_path, {"tasks": [{"task": "rec", "data": "rec/train.jsonl", "params": {"coords": "abs"}}]})
+    cfg = load_config(path, ["grpo.loss_type=grpo", "optim.lr=3e-6", "tasks.0.params.coords=norm1000",
+                             "tasks.0.weight=2", "model.lora.enabled=true", "generation.top_k=5"])  # fmt: skip
+    assert cfg.grpo.loss_type == "grpo" and cfg.optim.lr == 3e-6 and cfg.generation.top_k == 5
+    assert cfg.tasks[0].params == {"coords": "norm1000"} and cfg.tasks[0].weight == 2.0 and cfg.model.lora.enabled
+    assert cfg.tasks[0].data == [str(tmp_path / "rec/train.jsonl")]  # relative to the YAML file
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["grpo.los_type=grpo"], "unknown config key 'grpo.los_type' (did you mean 'loss_type'?)"),
+        (["grpo.loss_type=ppo"], "grpo.loss_type: Input should be 'grpo', 'bnpo', 'dr_grpo' or 'dapo'"),
+        (["optim.lr=0"], "optim.lr: Input should be greater than 0"),
+        (["optimizer.lr=1"], "unknown config key 'optimizer' (did you mean 'optim'?)"),
+        (["grpo.num_generations=1"], "grpo.num_generations"),
+        (["seed"], "expected key.sub=value"),
+        (["tasks.3.weight=1"], "has 0 items"),
+    ],
+)
+def test_bad_overrides_name_the_key_and_the_allowed_values(overrides, expected):
+    with pytest.raises(vgrpo.ParamsError) as info:
+        load_config(None, overrides)
+    assert expected in str(info.value)
+
+
+def test_unknown_yaml_keys_list_the_valid_ones(tmp_path):
+    path = write(tmp_path, {"grpo": {"betta": 0.1}, "tasks": [{"task": "rec", "data": ["a"], "wieght": 2}]})
+    with pytest.raises(vgrpo.ParamsError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "grpo.betta" in msg and "'beta'" in msg
+    assert "tasks.0.wieght" in msg and "did you mean 'weight'" in msg
+
+
+def test_a_task_listed_twice_is_an_error():
+    with pytest.raises(vgrpo.ParamsError, match="appear more often"):
+        load_config(None, ["tasks=[{task: rec, data: a}, {task: rec, data: b}]"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(vgrpo.ParamsError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("grpo: [unclosed")
+    with pytest.raises(vgrpo.ParamsError, match="invalid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(vgrpo.ParamsError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(None, ["grpo.beta=0.04", "optim.betas=[0.9, 0.95]"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
