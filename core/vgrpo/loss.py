@@ -1,0 +1,94 @@
+"""The GRPO policy loss from per-token log-probs (TRL 1.x semantics), and its clipping/KL statistics.
+
+This is the reference formulation, used with ``logprobs: naive`` and to check the fused kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+
+
+@dataclass
+class LossOutput:
+    """The loss to backpropagate and detached statistics for logging."""
+
+    loss: torch.Tensor
+    kl: torch.Tensor
+    clip_ratio: torch.Tensor
+
+
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: LossType = "dapo",
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    beta: float = 0.0,
+    ref_logps: torch.Tensor | None = None,
+    importance_sampling_level: Literal["token", "sequence"] = "token",
+    max_completion_length: int | None = None,
+    num_items: float | torch.Tensor | None = None,
+) -> LossOutput:
+    """Clipped-surrogate loss with optional k3 KL, normalised per ``loss_type``.
+
+    Shapes: ``logps``/``old_logps``/``ref_logps``/``mask`` ``[B, T]``, ``advantages`` ``[B]``.
+    ``old_logps=None`` means on-policy (ratio 1, gradient still flows). Normalisers: ``grpo`` mean per
+    sequence then over sequences; ``bnpo`` masked tokens of this batch; ``dr_grpo`` ``B * max_completion_length``;
+    ``dapo`` ``num_items`` (masked tokens of the whole optimizer step across processes; default: this batch's).
+    Gradient accumulation scaling is the caller's.
+    """
+    mask = mask.to(logps.dtype)
+    old = logps.detach() if old_logps is None else old_logps
+    log_ratio = logps - old
+    if importance_sampling_level == "sequence":
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+    elif importance_sampling_level != "token":
+        raise ValueError(f"importance_sampling_level must be 'token' or 'sequence', got {importance_sampling_level!r}")
+    ratio = torch.exp(log_ratio)
+    eps_high = epsilon if epsilon_high is None else epsilon_high
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
+    adv = advantages.unsqueeze(1)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+
+    kl = torch.zeros_like(logps)
+    if beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta != 0 needs ref_logps (log-probs of the frozen reference model)")
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + beta * kl
+
+    masked_sum = (per_token * mask).sum()
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = masked_sum / mask.sum().clamp(min=1.0)
+    elif loss_type == "dr_grpo":
+        if max_completion_length is None:
+            raise ValueError("loss_type 'dr_grpo' needs max_completion_length")
+        loss = masked_sum / (per_token.size(0) * max_completion_length)
+    elif loss_type == "dapo":
+        denom = mask.sum() if num_items is None else torch.as_tensor(num_items, dtype=logps.dtype)
+        loss = masked_sum / denom.clamp(min=1.0)
+    else:
+        raise ValueError(f"loss_type must be one of grpo, bnpo, dr_grpo, dapo; got {loss_type!r}")
+
+    with torch.no_grad():
+        tokens = mask.sum().clamp(min=1.0)
+        low = (ratio < 1 - epsilon) & (adv < 0)
+        high = (ratio > 1 + eps_high) & (adv > 0)
+        region = (low | high).to(logps.dtype)
+        if region.shape[1] == 1:  # sequence-level ratios: the share of sequences, as TRL reports it
+            clip_ratio = region.mean()
+        else:
+            clip_ratio = (region * mask).sum() / tokens
+        mean_kl = (kl * mask).sum() / tokens
+    return LossOutput(loss=loss, kl=mean_kl, clip_ratio=clip_ratio)

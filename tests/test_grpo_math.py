@@ -1,0 +1,114 @@
+"""Advantages and the GRPO loss equal TRL 1.x's on identical inputs (TRL's own code is the oracle)."""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+
+import pytest
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import nanstd
+
+from vgrpo.advantages import group_advantages
+from vgrpo.loss import grpo_loss
+
+
+def _trl_advantages(rewards: torch.Tensor, g: int, scale: str) -> torch.Tensor:
+    # TRL 1.x, _generate_and_score_completions, "sum_then_normalize" (the default), written out.
+    mean = rewards.view(-1, g).mean(dim=1).repeat_interleave(g)
+    if scale == "batch":
+        std = nanstd(rewards).expand_as(rewards)
+    else:
+        std = nanstd(rewards.view(-1, g), dim=1).repeat_interleave(g)
+    adv = rewards - mean
+    return adv if scale == "none" else adv / (std + 1e-4)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_advantages_match_trl(scale):
+    torch.manual_seed(0)
+    rewards = torch.rand(24, dtype=torch.float64) * 3
+    rewards[:6] = 1.5  # a group with zero std gets zero advantages
+    ours = group_advantages(rewards, 6, scale)
+    torch.testing.assert_close(ours, _trl_advantages(rewards, 6, scale))
+    assert torch.all(ours[:6] == 0)
+
+
+def _fake_trainer(logps, *, loss_type, beta, eps, eps_high, level, max_len):
+    """Just enough of a GRPOTrainer for its unbound _compute_loss to run on given per-token log-probs."""
+    acc = types.SimpleNamespace(
+        num_processes=1, sync_gradients=True,
+        gather=lambda x: x, gather_for_metrics=lambda x: x, reduce=lambda x, reduction="sum": x,
+    )  # fmt: skip
+    args = types.SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1)
+    fake = types.SimpleNamespace(
+        accelerator=acc, args=args, loss_type=loss_type, beta=beta, epsilon_low=eps, epsilon_high=eps_high,
+        importance_sampling_level=level, max_completion_length=max_len, top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None, use_vllm=False, aux_loss_enabled=False, _entropy_bonus_enabled=False,
+        current_gradient_accumulation_steps=1, model=types.SimpleNamespace(training=True),
+        _metrics={"train": defaultdict(list)},
+    )  # fmt: skip
+    fake._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
+    return fake
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_loss_and_gradients_match_trl(loss_type, level, beta):
+    torch.manual_seed(1)
+    b, t, max_len = 6, 9, 12
+    base = -torch.rand(b, t, dtype=torch.float64) * 3
+    # ratios both inside and outside the clip range, per token and per sequence
+    old = base + 0.3 * torch.randn(b, t, dtype=torch.float64) + 0.4 * torch.randn(b, 1, dtype=torch.float64)
+    ref = base + 0.2 * torch.randn(b, t, dtype=torch.float64)
+    mask = torch.ones(b, t, dtype=torch.float64)
+    mask[0, 5:] = 0
+    mask[3, 2:] = 0
+    adv = torch.randn(b, dtype=torch.float64)
+    eps, eps_high = 0.2, 0.28
+
+    ours_logps = base.clone().requires_grad_(True)
+    ours = grpo_loss(
+        ours_logps, old, adv, mask, loss_type=loss_type, epsilon=eps, epsilon_high=eps_high, beta=beta,
+        ref_logps=ref, importance_sampling_level=level, max_completion_length=max_len,
+    )  # fmt: skip
+    ours.loss.backward()
+
+    trl_logps = base.clone().requires_grad_(True)
+    inputs = {
+        "prompt_ids": torch.zeros(b, 1, dtype=torch.long), "prompt_mask": torch.ones(b, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(b, t, dtype=torch.long), "completion_mask": mask,
+        "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum(),
+    }  # fmt: skip
+    fake = _fake_trainer(trl_logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level,
+                         max_len=max_len)  # fmt: skip
+    trl_loss = GRPOTrainer._compute_loss(fake, None, inputs)
+    trl_loss.backward()
+
+    torch.testing.assert_close(ours.loss, trl_loss.detach())
+    torch.testing.assert_close(ours_logps.grad, trl_logps.grad)
+    region = fake._metrics["train"]["clip_ratio/region_mean"][0]
+    assert ours.clip_ratio.item() == pytest.approx(region)
+    assert 0 < region < 1  # the inputs exercise clipping
+    if beta:
+        assert ours.kl.item() == pytest.approx(fake._metrics["train"]["kl"][0])
+
+
+def test_on_policy_ratio_is_one_and_the_gradient_is_the_advantage():
+    logps = torch.full((2, 3), -1.0, requires_grad=True)
+    out = grpo_loss(logps, None, torch.tensor([1.0, -1.0]), torch.ones(2, 3), loss_type="bnpo")
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and out.clip_ratio.item() == 0.0
+    torch.testing.assert_close(logps.grad, torch.tensor([[-1.0] * 3, [1.0] * 3]) / 6)
+
+
+def test_bad_arguments_are_named():
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="needs ref_logps"):
+        grpo_loss(x, None, torch.zeros(1), x + 1, beta=0.1)
+    with pytest.raises(ValueError, match="max_completion_length"):
+        grpo_loss(x, None, torch.zeros(1), x + 1, loss_type="dr_grpo")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        group_advantages(torch.zeros(6), 4)
