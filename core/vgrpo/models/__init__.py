@@ -1,0 +1,1 @@
+"""Models: the embedded tiny model and (next) the adapters that drive Hugging Face VLM families."""

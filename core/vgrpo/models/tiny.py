@@ -1,0 +1,128 @@
+"""The embedded default model: a tiny, randomly initialised Qwen2.5-VL built in code, with no downloads.
+
+Its tokenizer is byte-level (256 byte tokens, Qwen's special tokens, and the think/answer tags as single
+tokens so the format reward is learnable in a CPU-sized run); its image processor is transformers' PIL one,
+so neither torchvision nor a video processor is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+)  # fmt: skip
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+VOCAB_SIZE = 272  # 256 bytes + 7 special + 4 tags, padded to a multiple of 16
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+#: Image area bounds (pixels) of the tiny model: 224×224 scenes become 8×8 patches → 16 visual tokens.
+MIN_PIXELS, MAX_PIXELS = 28 * 28, 112 * 112
+
+
+def _processor_class() -> type:
+    from transformers import Qwen2_5_VLProcessor
+
+    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL's processor without its video half (which needs torchvision)."""
+
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
+
+    return ImageOnlyQwen2_5_VLProcessor
+
+
+def build_tokenizer() -> Any:
+    """A byte-level fast tokenizer with Qwen's special tokens and the think/answer tags."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS),
+        chat_template=CHAT_TEMPLATE,
+    )
+    tok.add_tokens(list(TAG_TOKENS))
+    assert len(tok) <= VOCAB_SIZE, len(tok)
+    return tok
+
+
+def build_processor() -> Any:
+    """Tokenizer + PIL image processor as one Qwen2.5-VL-style processor."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    images = Qwen2VLImageProcessorPil(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})
+    return _processor_class()(image_processor=images, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
+
+
+def build_config(tokenizer: Any) -> Any:
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": VOCAB_SIZE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 2, 4]}, "tie_word_embeddings": False,
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+
+
+def build_tiny(seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor): a random-initialised tiny Qwen2.5-VL, deterministic for a seed."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    processor = build_processor()
+    config = build_config(processor.tokenizer)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.random.set_rng_state(state)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    return model, processor
+
+
+def save_tiny(path: str | Path, seed: int = 0) -> Path:
+    """Write the tiny model and its processor as a normal Hugging Face checkpoint folder."""
+    model, processor = build_tiny(seed)
+    path = Path(path)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def load_tiny_processor(path: str | Path) -> Any:
+    """The tiny model's processor from a folder written by :func:`save_tiny`."""
+    return _processor_class().from_pretrained(path)
