@@ -177,3 +177,32 @@ def test_cli_plugins_json_lists_plugins_and_errors(fake_site, capsys):
     broken = [e for e in doc["errors"] if e["entry_point"] == "acme-broken"]
     assert broken and broken[0]["version"] == "0.2" and "missing dependency" in broken[0]["error"]
     assert cli.main(["--strict-plugins", "plugins"]) == 1
+
+
+def test_marked_hooks_with_any_misspelling_are_reported(fake_site):
+    fake_site.add("acme-typo2", source="import vgrpo\n@vgrpo.hookimpl\ndef vgpro_tasks():\n    return []\n")
+    reg = load_plugins(path=[str(fake_site.root)])
+    [err] = reg.errors
+    assert "unknown hook 'vgpro_tasks'" in err.error and "did you mean 'vgrpo_tasks'" in err.error
+
+
+def test_a_reward_conflict_does_not_hide_a_task_of_the_same_name(fake_site):
+    reward = "@vgrpo.reward('acme.x')\ndef r(completion):\n    return 0.0\n"
+    first = fake_site.task_source("acme.x") + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n"
+    fake_site.add("acme-h", source=first)
+    fake_site.add("acme-i", source="import vgrpo\n" + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n")
+    reg = load_plugins(path=[str(fake_site.root)])
+    rows = {p.name: p for p in reg.plugins}
+    assert rows["acme-h"].tasks == ["acme.x"] and rows["acme-h"].rewards == []
+    assert "acme.x" in reg.tasks and "acme.x" not in reg.rewards
+
+
+def test_required_plugins_must_have_loaded(fake_site, monkeypatch):
+    fake_site.task_plugin("acme-off", "acme.off")
+    fake_site.add("acme-broken", "1.0", source="raise ImportError('no')")
+    monkeypatch.setenv("VGRPO_DISABLE_PLUGINS", "acme-off")
+    reg = load_plugins(path=[str(fake_site.root)])
+    with pytest.raises(vgrpo.MissingPluginsError) as info:
+        reg.require(["acme-off>=1.0", "acme-broken"])
+    assert "acme-off>=1.0 (installed 1.0.0, but disabled" in str(info.value)
+    assert "acme-broken (installed 1.0, but its plugin failed to load" in str(info.value)

@@ -14,7 +14,6 @@ from vgrpo.errors import (
     ParamsError,
     PluginError,
     PluginLoadError,
-    TaskValidationError,
     UnknownNameError,
     VgrpoError,
 )
@@ -41,7 +40,6 @@ __all__ = [
     "Score",
     "Task",
     "TaskParams",
-    "TaskValidationError",
     "UnknownNameError",
     "VgrpoError",
     "__version__",

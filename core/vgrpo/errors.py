@@ -6,7 +6,6 @@
     │   ├── NameConflictError       the same task/reward name from two distributions
     │   ├── UnknownNameError        a task/reward/adapter name nobody registered
     │   └── MissingPluginsError     ``required_plugins`` not satisfied
-    ├── TaskValidationError         a task breaks the contract (checked at registration)
     ├── ParamsError                 bad task params or reward weights
     └── DataError                   a bad JSONL record: file, line, field, what was expected
 """
@@ -41,10 +40,6 @@ class UnknownNameError(PluginError, KeyError):
 
 class MissingPluginsError(PluginError):
     """The plugins a config requires are not installed at the required versions."""
-
-
-class TaskValidationError(VgrpoError):
-    """A task does not honour the task contract."""
 
 
 class ParamsError(VgrpoError, ValueError):

@@ -73,6 +73,7 @@ class PluginRegistry:
         self.plugins: list[PluginInfo] = []
         self.errors: list[PluginProblem] = []
         self.disabled: list[str] = []
+        self._disabled_dists: dict[str, list[str]] = {}
         self._entries: dict[str, dict[str, _Owner]] = {"task": {}, "reward": {}, "model adapter": {}}
         self._conflicts: dict[str, dict[str, list[_Owner]]] = {"task": {}, "reward": {}, "model adapter": {}}
 
@@ -133,6 +134,14 @@ class PluginRegistry:
                 continue
             if req.specifier and not req.specifier.contains(installed, prereleases=True):
                 problems.append(f"{spec} (installed: {installed})")
+                continue
+            key = canonicalize_name(req.name)
+            failed = [e.entry_point for e in self.errors if canonicalize_name(e.distribution) == key]
+            loaded = any(canonicalize_name(p.distribution) == key for p in self.plugins)
+            if failed and not loaded:
+                problems.append(f"{spec} (installed {installed}, but its plugin failed to load: {failed})")
+            elif self._disabled_dists.get(key) and not loaded:
+                problems.append(f"{spec} (installed {installed}, but disabled: {self._disabled_dists[key]})")
         if problems:
             have = sorted({f"{p.distribution}=={p.version}" for p in self.plugins})
             raise MissingPluginsError(
@@ -158,9 +167,9 @@ class PluginRegistry:
             first = self._entries[kind].pop(name)
             self._conflicts[kind][name] = [first, owner]
             for p in self.plugins:
-                for lst in (p.tasks, p.rewards, p.model_adapters):
-                    if p.name == first.entry_point and name in lst:
-                        lst.remove(name)
+                bucket = {"task": p.tasks, "reward": p.rewards, "model adapter": p.model_adapters}[kind]
+                if p.name == first.entry_point and name in bucket:
+                    bucket.remove(name)
             return _conflict_message(kind, name, self._conflicts[kind][name])
         self._entries[kind][name] = owner
         return None
@@ -195,11 +204,12 @@ def _hook_name_problems(pm: pluggy.PluginManager, module: ModuleType) -> list[st
     """Misspelled hooks (marked but unknown) and hooks that forgot the @vgrpo.hookimpl marker."""
     problems = []
     for attr in dir(module):
-        if not attr.startswith("vgrpo_"):
+        try:
+            marked = pm.parse_hookimpl_opts(module, attr) is not None
+        except Exception:  # noqa: BLE001 - exotic module attributes
             continue
-        marked = pm.parse_hookimpl_opts(module, attr) is not None
         if marked and attr not in hookspecs.HOOK_NAMES:
-            hint = difflib.get_close_matches(attr, hookspecs.HOOK_NAMES, n=1)
+            hint = difflib.get_close_matches(attr, hookspecs.HOOK_NAMES, n=1, cutoff=0.5)
             problems.append(
                 f"unknown hook {attr!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                 + f"; hooks are {list(hookspecs.HOOK_NAMES)}"
@@ -248,6 +258,7 @@ def load_plugins(
 
         if ep.name in blocked:
             registry.disabled.append(ep.name)
+            registry._disabled_dists.setdefault(canonicalize_name(dname), []).append(ep.name)
             log.info("vgrpo plugin %r disabled by %s", ep.name, DISABLE_ENV)
             continue
         if ep.name in ep_owner:

@@ -6,8 +6,6 @@ metric, plus a check of its ground-truth format used by the JSONL dataset adapte
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -15,9 +13,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vgrpo.errors import ParamsError
-from vgrpo.rewards import Reward
+from vgrpo.rewards import NAME_RE, Reward
 
-TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+TASK_NAME_RE = NAME_RE  # task and reward names follow the same rule
 
 
 class TaskParams(BaseModel):
@@ -51,11 +49,6 @@ class Sample:
         return {**self.extra, "id": self.id, "question": self.question}
 
 
-class _TemplateFields(dict):
-    def __missing__(self, key: str) -> Any:
-        raise KeyError(key)
-
-
 @dataclass(frozen=True)
 class PromptTemplate:
     """Chat prompt rendered from a sample: ``user`` (and ``system``) are ``str.format`` strings.
@@ -67,16 +60,8 @@ class PromptTemplate:
     user: str
     system: str | None = None
 
-    def placeholders(self) -> set[str]:
-        names: set[str] = set()
-        for text in (self.user, self.system or ""):
-            for _, fname, _, _ in string.Formatter().parse(text):
-                if fname:
-                    names.add(re.split(r"[.\[]", fname, maxsplit=1)[0])
-        return names
-
     def render(self, sample: Sample, params: BaseModel) -> list[dict[str, Any]]:
-        values = _TemplateFields({**params.model_dump(), **sample.fields()})
+        values = {**params.model_dump(), **sample.fields()}
         try:
             user = self.user.format_map(values)
             system = self.system.format_map(values) if self.system else None

@@ -22,6 +22,7 @@ PARAMS = TASK.params()
         (" 12 \n", 12),
         ("There are 4 red and 2 blue, so 6 in total.", 6),  # the last integer
         ("1,024 dots", 1024),
+        ("3,000.5", 3000.5),  # a decimal with thousands separators is still a decimal
         ("1,2,3", 3),
         ("five", 5),
         ("Twenty", 20),

@@ -14,7 +14,7 @@ NUMBER_WORDS = (
 ).split()
 _WORD_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 # A number written in digits: 12, 1,024 (thousands separators) or a decimal 3.5 (which is not a count).
-_NUMBER = re.compile(r"(?<![\w.])-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+(?:\.[0-9]+)?)(?![0-9])")
+_NUMBER = re.compile(r"(?<![\w.])-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?![0-9])")
 _WORD = re.compile(r"(?<![\w-])(" + "|".join(NUMBER_WORDS) + r")(?![\w-])", re.IGNORECASE)
 MAX_DIGITS = 30  # longer digit strings are no plausible count (and int() of huge strings is slow)
 
