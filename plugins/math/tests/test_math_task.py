@@ -93,3 +93,21 @@ def test_any_text_scores_in_range(completion: str, solution: object) -> None:
         for value in result.rewards.values():
             assert math.isfinite(value) and 0.0 <= value <= 1.0
         assert all("timeout" in e for e in result.errors), result.errors
+
+
+def test_overlong_predictions_score_zero_without_math_verify(monkeypatch):
+    import vgrpo
+    from vgrpo_math import task as math_task
+
+    def no_verifier():
+        raise AssertionError("math-verify must not be called for an overlong prediction")
+
+    monkeypatch.setattr(math_task, "default_verifier", no_verifier)
+    task = math_task.MathTask()
+    junk = "<answer>\\boxed{" + "[1,1,1," * 3000 + "}</answer>"
+    sample = vgrpo.Sample(id="a", solution="1")
+    [r] = vgrpo.score(task, [junk], [sample])
+    assert r.rewards["accuracy"] == 0.0 and r.errors == []
+    monkeypatch.undo()
+    [ok] = vgrpo.score(task, ["<answer>\\boxed{" + "1" + " " * 20 + "}</answer>"], [sample], {"max_answer_chars": 10})
+    assert ok.rewards["accuracy"] == 1.0  # the boxed content is stripped before the length check

@@ -22,6 +22,12 @@ class MathParams(vgrpo.TaskParams):
         description="Time limit in seconds for verifying one answer (parsing both sides and comparing them). "
         "An answer that takes longer scores 0 and is counted as a 'timeout' failure.",
     )
+    max_answer_chars: int = Field(
+        1000,
+        gt=0,
+        description="A prediction longer than this many characters scores 0 without calling math-verify: a junk "
+        "answer (nested JSON, a wall of digits) would otherwise spend the whole time limit.",
+    )
 
 
 def verify_batch(parsed: Sequence[Any], samples: Sequence[vgrpo.Sample], params: MathParams) -> list[Outcome]:
@@ -30,7 +36,7 @@ def verify_batch(parsed: Sequence[Any], samples: Sequence[vgrpo.Sample], params:
     where: list[int] = []
     out: list[Outcome] = [False] * len(parsed)
     for i, (pred, sample) in enumerate(zip(parsed, samples)):
-        if isinstance(pred, str) and pred:
+        if isinstance(pred, str) and pred and len(pred) <= params.max_answer_chars:
             pairs.append((gold_text(sample.solution), pred))
             where.append(i)
     if pairs:
