@@ -102,3 +102,37 @@ def test_score_accepts_the_file_after_options(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rewards"]["accuracy"] == 1.0
     with pytest.raises(SystemExit):
         cli.main(["score", "count", str(f), "extra-arg"])
+
+
+def test_hostile_lines_become_error_rows_and_later_lines_still_score(capsys, monkeypatch):
+    lines = [
+        ("[" * 100_000 + "]" * 100_000).encode(),
+        b'{"completion": "x", "solution": ' + b"9" * 5000 + b"}",
+        b'{"completion": "x", "solution": 1, "image_size": [' + b"1" * 400 + b", 5]}",
+        b"\xff\xfe not utf-8",
+        json.dumps({"completion": "<answer>[/b] 1 [bold]</answer>", "solution": 1}).encode(),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n".join(lines) + b"\n")))
+    assert cli.main(["score", "count"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 5
+    for i, row in enumerate(rows[:4], start=1):
+        assert row["error"].startswith(f"line {i}:") and row["reward"] is None
+    assert rows[4]["parsed"] == 1 and rows[4]["error"] is None
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines[4].decode() + "\n"))
+    assert cli.main(["score", "count", "--format", "table"]) == 0  # markup in a parsed value is shown as text
+
+
+def test_plugin_errors_with_markup_do_not_break_listings(fake_site, capsys):
+    fake_site.add("acme-markup", source="raise ImportError('needs torch[/cuda] extra')")
+    assert cli.main(["plugins"]) == 0
+    assert "torch[/cuda]" in " ".join(capsys.readouterr().out.split())
+    assert cli.main(["env"]) == 0
+    assert cli.main(["plugins", "--strict-plugins"]) == 1  # global flags work after the command
+
+
+def test_weights_total_is_a_float_and_dash_reads_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"completion": "<answer>1</answer>", "solution": 1}) + "\n"))
+    assert cli.main(["score", "count", "--weights", "{}", "-"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["reward"] == 0.0 and isinstance(row["reward"], float)

@@ -7,6 +7,7 @@ Exit status: 0 on success, 1 when the command failed, 2 for a usage or input err
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -40,6 +41,11 @@ def _registry(args: argparse.Namespace, *, quiet: bool = False) -> PluginRegistr
         logging.getLogger("vgrpo.plugins").setLevel(level)
 
 
+def _cells(*values: str) -> list[Text]:
+    """Table cells as plain text: plugin and user strings are never parsed as rich markup."""
+    return [Text(v) for v in values]
+
+
 def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -71,17 +77,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col)
     for p in registry.plugins:
         table.add_row(
-            p.name, p.distribution, p.version, ", ".join(p.tasks), ", ".join(p.rewards), ", ".join(p.model_adapters)
-        )
+            *_cells(p.name, p.distribution, p.version, ", ".join(p.tasks), ", ".join(p.rewards),
+                    ", ".join(p.model_adapters))
+        )  # fmt: skip
     con.print(table)
     if registry.disabled:
-        con.print(f"disabled: {', '.join(registry.disabled)}")
+        con.print(Text(f"disabled: {', '.join(registry.disabled)}"))
     if registry.errors:
         errors = Table(title="plugin problems", title_justify="left", style="red")
         for col in ("entry point", "distribution", "version", "error"):
             errors.add_column(col, overflow="fold")
         for e in registry.errors:
-            errors.add_row(e.entry_point, e.distribution, e.version, e.error)
+            errors.add_row(*_cells(e.entry_point, e.distribution, e.version, e.error))
         con.print(errors)
     return 0
 
@@ -167,20 +174,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r["name"],
-            r["version"],
-            r["distribution"],
-            ", ".join(x["name"] for x in r["rewards"]),
-            ", ".join(r["metric"]),
-            r["description"],
-        )
+            *_cells(r["name"], r["version"], r["distribution"], ", ".join(x["name"] for x in r["rewards"]),
+                    ", ".join(r["metric"]), r["description"])
+        )  # fmt: skip
     _console().print(table)
     return 0
 
 
 def _print_task(info: dict[str, Any]) -> None:
     con = _console()
-    con.print(f"[bold]{info['name']}[/bold] {info['version']} ({info['distribution']}) — {info['description']}")
+    con.print(Text.assemble((info["name"], "bold"), f" {info['version']} ({info['distribution']}) — {info['description']}"))
     con.print("\n[bold]template[/bold]")
     if info["template"]["system"]:
         con.print(f"  system: {info['template']['system']}", markup=False)
@@ -190,15 +193,17 @@ def _print_task(info: dict[str, Any]) -> None:
     for col in ("name", "type", "default", "description"):
         params.add_column(col, overflow="fold")
     for p in info["params"]:
-        params.add_row(p["name"], p["type"], json.dumps(p["default"]), p["description"])
+        params.add_row(*_cells(p["name"], p["type"], json.dumps(p["default"]), p["description"]))
     con.print(params)
     rewards = Table(title="rewards", title_justify="left")
     for col in ("name", "range", "default weight", "description"):
         rewards.add_column(col, overflow="fold")
     for r in info["rewards"]:
-        rewards.add_row(r["name"], f"[{r['range'][0]:g}, {r['range'][1]:g}]", f"{r['default_weight']:g}", r["description"])
+        rewards.add_row(
+            *_cells(r["name"], f"[{r['range'][0]:g}, {r['range'][1]:g}]", f"{r['default_weight']:g}", r["description"])
+        )
     con.print(rewards)
-    con.print(f"[bold]metric[/bold]: {', '.join(info['metric'])}")
+    con.print(Text.assemble(("metric", "bold"), f": {', '.join(info['metric'])}"))
     con.print(Text.assemble(("example record: ", "bold"), _dumps(info["example"])))
     con.print(Text.assemble(("example completion: ", "bold"), info["example_completion"]))
 
@@ -248,6 +253,12 @@ def score_lines(
         except DataError as exc:
             rows[i] = _error_row(f"line {lineno}: {exc}")
             continue
+        except RecursionError:
+            rows[i] = _error_row(f"line {lineno}: invalid input (nested too deeply)")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bad line yields an error row, never an aborted run
+            rows[i] = _error_row(f"line {lineno}: invalid input ({type(exc).__name__}: {exc})")
+            continue
         good.append(i)
         completions.append(completion)
         samples.append(sample)
@@ -276,7 +287,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     weights = _json_arg(args.weights, "--weights")
     resolve_weights(task, weights, registry.rewards)  # fail early on a bad --weights
     try:
-        stream = open(args.file, encoding="utf-8") if args.file and args.file != "-" else sys.stdin  # noqa: SIM115
+        if args.file and args.file != "-":
+            stream = open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
+        elif hasattr(sys.stdin, "buffer"):  # undecodable bytes become U+FFFD instead of aborting the run
+            stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        else:
+            stream = sys.stdin
     except OSError as exc:
         raise DataError(f"cannot open: {exc.strerror}", file=args.file) from None
     table_rows: list[dict[str, Any]] = []
@@ -312,7 +328,7 @@ def _print_scores(task: Any, rows: list[dict[str, Any]], source: str) -> None:
     for i, r in enumerate(rows, start=1):
         values = [f"{r['rewards'][n]:.3f}" if n in r["rewards"] else "" for n in names]
         total = "" if r["reward"] is None else f"{r['reward']:.3f}"
-        table.add_row(str(i), _short(r["parsed"]), *values, total, *([r["error"] or ""] if errors else []))
+        table.add_row(*_cells(str(i), _short(r["parsed"]), *values, total, *([r["error"] or ""] if errors else [])))
     con = _console()
     con.width = max(con.width, 110)  # one row per completion beats a squeezed table in an 80-column log
     con.print(table)
@@ -336,7 +352,7 @@ def cmd_env(args: argparse.Namespace) -> int:
             value = "; ".join(f"{e['entry_point']}: {e['error']}" for e in value) or "none"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-        table.add_row(key, str(value))
+        table.add_row(*_cells(key, str(value)))
     _console().print(table)
     return 0
 
@@ -347,20 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vgrpo {__version__}")
     parser.add_argument("--strict-plugins", action="store_true", help="fail when any plugin has a problem")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    common = argparse.ArgumentParser(add_help=False)  # the global flags work after the command too
+    common.add_argument("--strict-plugins", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("plugins", help="list installed plugins and their problems")
+    p = sub.add_parser("plugins", parents=[common], help="list installed plugins and their problems")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("tasks", help="list tasks, or `tasks show NAME` for one task")
+    p = sub.add_parser("tasks", parents=[common], help="list tasks, or `tasks show NAME` for one task")
     p.add_argument("action", nargs="?", choices=["show"], help="show one task")
     p.add_argument("name", nargs="?", help="task name (with show)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("score", help="score completions (JSONL) with a task's parser and rewards")
+    p = sub.add_parser("score", parents=[common], help="score completions (JSONL) with a task's parser and rewards")
     p.add_argument("task", help="task name, e.g. rec")
     p.add_argument("file", nargs="?", help="JSONL of {completion, solution, image_size?, input_size?}; stdin if absent")
     p.add_argument("--params", help='task params as JSON, e.g. \'{"coords": "norm1000"}\'')
@@ -368,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "table"], default="jsonl", help="output format (default jsonl)")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("env", help="versions and plugins, for bug reports")
+    p = sub.add_parser("env", parents=[common], help="versions and plugins, for bug reports")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_env)
     return parser
@@ -379,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # argparse consumes positionals in contiguous runs, so `score TASK --params X FILE` leaves FILE over.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command == "score" and args.file is None and len(extra) == 1 and not extra[0].startswith("-"):
+        if args.command == "score" and args.file is None and len(extra) == 1 and (extra[0] == "-" or not extra[0].startswith("-")):
             args.file = extra[0]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -390,10 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ParamsError, DataError, KeyError) as exc:
-        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        _console(stderr=True).print(Text.assemble(("error: ", "red"), str(exc)), highlight=False)
         return 2
     except VgrpoError as exc:
-        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        _console(stderr=True).print(Text.assemble(("error: ", "red"), str(exc)), highlight=False)
         return 1
     except BrokenPipeError:
         return 0

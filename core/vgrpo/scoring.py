@@ -137,6 +137,6 @@ def score(
     out = []
     for i in range(len(completions)):
         values = {name: table[name][i] for name in table}
-        total = sum(weight * values[name] for name, weight in w.items())
+        total = float(sum(weight * values[name] for name, weight in w.items()))
         out.append(Score(parsed=parsed[i], rewards=values, reward=total, errors=errors[i]))
     return out
