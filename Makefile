@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/python -m vgrpo.bench rewards
 
 docs-ref: install
-	$(BIN)/python -m vgrpo.docgen docs/reference/tasks.md
+	$(BIN)/python -m vgrpo.docgen docs/reference
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import vgrpo
-from vgrpo.docgen import task_reference
+from vgrpo.docgen import config_reference, task_reference
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "tasks.md"
+CONFIG = REFERENCE.parent / "config.md"
 
 
 def test_task_reference_is_up_to_date():
@@ -21,3 +22,14 @@ def test_reference_lists_every_param_of_every_builtin_task():
         assert f"## `{name}`" in text
         for field in task.Params.model_fields:
             assert f"| `{field}` |" in text
+
+
+def test_config_reference_is_up_to_date_and_complete():
+    from vgrpo.config import GrpoConfig, TaskEntry
+
+    text = CONFIG.read_text(encoding="utf-8")
+    assert text == config_reference(), "run `make docs-ref` and commit the result"
+    for key in GrpoConfig.model_fields:
+        assert f"| `grpo.{key}` |" in text
+    for key in TaskEntry.model_fields:
+        assert f"| `tasks.N.{key}` |" in text

@@ -1,6 +1,6 @@
-"""Generate the task reference (docs/reference/tasks.md) from the installed tasks' params models.
+"""Generate the reference pages (docs/reference/) from the tasks' params models and the config models.
 
-``python -m vgrpo.docgen docs/reference/tasks.md`` (or ``make docs-ref``); a test keeps the file in sync.
+``python -m vgrpo.docgen docs/reference`` (or ``make docs-ref``); a test keeps the files in sync.
 """
 
 from __future__ import annotations
@@ -71,14 +71,50 @@ def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASK
     return "\n".join(out)
 
 
+def config_reference() -> str:
+    """Markdown for every section of the training config, from the pydantic models."""
+    from pydantic import BaseModel
+
+    from vgrpo.config import TaskEntry, TrainConfig
+
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the config models (`vgrpo.config`) by `make docs-ref`; do not edit by hand. Every key can",
+        "be set in the YAML file or overridden on the command line as `key.sub=value` (`tasks.0.weight=2`).",
+        "",
+    ]
+
+    def section(title: str, model: type[BaseModel], prefix: str) -> None:
+        out.extend([f"## `{title}`", "", (model.__doc__ or "").strip(), "", "| key | default | description |", "|---|---|---|"])
+        nested = []
+        for key, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                nested.append((f"{prefix}{key}", annotation))
+                continue
+            default = "required" if field.is_required() else f"`{json.dumps(field.get_default(call_default_factory=True), default=str)}`"
+            out.append(f"| `{prefix}{key}` | {_cell(default)} | {_cell(field.description or '')} |")
+        out.append("")
+        for name, child in nested:
+            section(name, child, f"{name}.")
+
+    section("(top level)", TrainConfig, "")
+    section("tasks[]", TaskEntry, "tasks.N.")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m vgrpo.docgen [DOCS_DIR]``: write reference/tasks.md and reference/config.md, or print them."""
     argv = sys.argv[1:] if argv is None else argv
-    text = task_reference(load_plugins())
-    if argv:
-        Path(argv[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(argv[0]).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    pages = {"tasks.md": task_reference(load_plugins()), "config.md": config_reference()}
+    if not argv:
+        sys.stdout.write("\n\n".join(pages.values()))
+        return 0
+    root = Path(argv[0])
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in pages.items():
+        (root / name).write_text(text, encoding="utf-8")
     return 0
 
 
