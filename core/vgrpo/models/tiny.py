@@ -123,6 +123,14 @@ def save_tiny(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def load_tiny_processor(path: str | Path) -> Any:
-    """The tiny model's processor from a folder written by :func:`save_tiny`."""
-    return _processor_class().from_pretrained(path)
+def load_image_only_processor(path: str | Path) -> Any:
+    """A Qwen2/2.5-VL-style processor from a folder, without the video processor (no torchvision needed)."""
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    images = Qwen2VLImageProcessorPil.from_pretrained(path)
+    return _processor_class()(image_processor=images, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
+
+
+load_tiny_processor = load_image_only_processor

@@ -1,0 +1,169 @@
+"""Model adapters: what vgrpo needs to know about a family of Hugging Face vision-language models.
+
+An adapter loads the model and processor, turns chat messages and images into model inputs, reports the
+size of each image as the model saw it (rewards rescale coordinates with it), names the family's default
+box-coordinate convention, and exposes the backbone's hidden states and the output layer so log-probs can
+be computed by the fused kernels without materialising logits. Adapters are registered through the
+``vgrpo_model_adapters`` hook; vgrpo's own are below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from vgrpo.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+
+
+class ModelAdapter:
+    """How vgrpo drives one family of image-text-to-text models (the generic fallback as it stands)."""
+
+    name: ClassVar[str] = "generic"
+    #: ``config.model_type`` values this adapter handles; the generic adapter handles any.
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: The box convention the family was trained with (a task's ``coords`` default).
+    default_coords: ClassVar[str] = "abs"
+
+    def handles(self, model_type: str) -> bool:
+        return model_type in self.model_types
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def processor_kwargs(self, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+        return {}
+
+    def load(
+        self,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype = torch.float32,
+        attn_implementation: str = "sdpa",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        seed: int = 0,
+    ) -> tuple[Any, Any]:
+        """(model, processor) from a local path or hub id (``tiny``: the embedded model)."""
+        if name_or_path == TINY:
+            from vgrpo.models.tiny import build_tiny
+
+            model, processor = build_tiny(seed)
+            return model.to(dtype), processor
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path, **self.processor_kwargs(min_pixels, max_pixels))
+            if not hasattr(processor, "image_processor"):  # a processor class transformers does not know
+                raise TypeError(f"AutoProcessor gave a {type(processor).__name__}, not an image processor")
+        except (ImportError, AttributeError, TypeError) as exc:  # e.g. a video processor that needs torchvision
+            processor = self._image_only_processor(name_or_path, exc)
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path, dtype=dtype, attn_implementation=attn_implementation
+        )
+        return model, processor
+
+    def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
+        raise cause
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def encode(self, processor: Any, messages: Sequence[list[dict[str, Any]]], images: Sequence[list[Any]]) -> Any:
+        """Left-padded model inputs for a batch of chat prompts (each with its PIL images)."""
+        texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+        flat = [img for imgs in images for img in imgs]
+        processor.tokenizer.padding_side = "left"
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if flat:
+            kwargs["images"] = flat
+        return processor(**kwargs)
+
+    def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
+        """Size (w, h) of each sample's first image as the model saw it; ``None`` when unknown or imageless."""
+        return [(float(imgs[0].width), float(imgs[0].height)) if imgs else None for imgs in images]
+
+    # -- log-prob path -----------------------------------------------------------------------------------
+    def output_layer(self, model: Any) -> torch.nn.Module:
+        """The lm_head (a Linear over the vocabulary)."""
+        return model.get_output_embeddings()
+
+    def hidden_states(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """Final hidden states ``[B, T, H]`` (after the last norm), without computing logits."""
+        base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+        if base is None or base is model:
+            raise TypeError(f"{type(model).__name__}: cannot find the backbone (base_model_prefix)")
+        out = base(**inputs, use_cache=False)
+        return out.last_hidden_state
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL: boxes in 0–1000 coordinates; images resized to multiples of 28 (patch 14 × merge 2)."""
+
+    name = "qwen2_vl"
+    model_types = ("qwen2_vl",)
+    default_coords = "norm1000"
+    patch_size = 14
+
+    def processor_kwargs(self, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+        return {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+
+    def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
+        grids = inputs.get("image_grid_thw")
+        patch = getattr(processor.image_processor, "patch_size", self.patch_size)
+        out: list[tuple[float, float] | None] = []
+        k = 0
+        for imgs in images:
+            if not imgs:
+                out.append(None)
+                continue
+            _, h, w = (int(v) for v in grids[k])
+            out.append((float(w * patch), float(h * patch)))
+            k += len(imgs)
+        return out
+
+    def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
+        from vgrpo.models.tiny import load_image_only_processor
+
+        log.info("loading %s's processor without its video half (%s)", name_or_path, cause)
+        return load_image_only_processor(name_or_path)
+
+
+class Qwen25VLAdapter(Qwen2VLAdapter):
+    """Qwen2.5-VL: boxes in absolute pixels of the resized input image."""
+
+    name = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+    default_coords = "abs"
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    """Qwen3-VL: boxes in 0–1000 coordinates again; patch 16."""
+
+    name = "qwen3_vl"
+    model_types = ("qwen3_vl", "qwen3_vl_moe")
+    default_coords = "norm1000"
+    patch_size = 16
+
+
+BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (Qwen2VLAdapter(), Qwen25VLAdapter(), Qwen3VLAdapter(), ModelAdapter())
+
+
+def select_adapter(adapters: dict[str, ModelAdapter], name: str, model_type: str) -> ModelAdapter:
+    """The adapter called ``name``, or with ``auto`` the first that handles ``model_type`` (else generic)."""
+    if name != "auto":
+        if name not in adapters:
+            raise KeyError(f"unknown model adapter {name!r}; installed: {sorted(adapters)}")
+        return adapters[name]
+    for adapter in adapters.values():
+        if adapter.model_types and adapter.handles(model_type):
+            return adapter
+    return adapters.get("generic", ModelAdapter())
+
+
+@hookimpl
+def vgrpo_model_adapters() -> list[ModelAdapter]:
+    """vgrpo's own adapters: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and a generic fallback."""
+    return list(BUILTIN_ADAPTERS)
