@@ -357,6 +357,29 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vgrpo train / config ------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from vgrpo.config import load_config
+    from vgrpo.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    registry = _registry(args)
+    out = Trainer(config, registry).train()
+    con = _console()
+    con.print(Text.assemble(("done: ", "bold green"), f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from vgrpo.config import TrainConfig, dump_config, load_config
+
+    if args.action == "schema":
+        print(json.dumps(TrainConfig.model_json_schema(), indent=2))
+        return 0
+    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgrpo", description="GRPO for vision-language models; tasks are plugins.")
@@ -386,6 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help='reward weights as JSON (replaces the defaults), e.g. \'{"accuracy": 1}\'')
     p.add_argument("--format", choices=["jsonl", "table"], default="jsonl", help="output format (default jsonl)")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("train", parents=[common], help="train with GRPO on a task mixture from a YAML config")
+    p.add_argument("config", help="YAML config, e.g. examples/tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.max_steps=10 output_dir=runs/x")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", parents=[common], help="`config show CONFIG [overrides]` or `config schema`")
+    p.add_argument("action", choices=["show", "schema"])
+    p.add_argument("config", nargs="?", help="YAML config (show)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("env", parents=[common], help="versions and plugins, for bug reports")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,21 +97,86 @@ def sample_from_record(
     )
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) for each non-blank line; bad JSON raises DataError with the line."""
+@dataclass(frozen=True)
+class JsonLine:
+    """One non-blank line of a JSONL file: its parsed value, or the error that kept it from parsing."""
+
+    line: int
+    end: int
+    """Bytes of the file read up to the end of this line (for progress bars)."""
+    value: Any = None
+    error: DataError | None = None
+
+
+def read_jsonl_lines(path: str | Path) -> Iterator[JsonLine]:
+    """Every non-blank line of a JSONL file, parsed; a bad line is yielded with its error, never raised.
+
+    Only a file that cannot be opened raises :class:`DataError`.
+    """
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise DataError(f"cannot open: {exc.strerror}", file=path) from None
+    end = 0
     with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
+        for lineno, raw in enumerate(handle, start=1):
+            end += len(raw)
+            if not raw.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                yield JsonLine(lineno, end, value=json.loads(raw.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                error = DataError(f"invalid UTF-8 ({exc.reason} at byte {exc.start + 1})", file=path, line=lineno)
+                yield JsonLine(lineno, end, error=error)
             except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno) from None
+                error = DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno)
+                yield JsonLine(lineno, end, error=error)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-blank line; bad JSON raises DataError with the line."""
+    for item in read_jsonl_lines(path):
+        if item.error is not None:
+            raise item.error
+        yield item.line, item.value
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """The outcome for one line of a dataset: the sample, or the problems found (file, line, field)."""
+
+    line: int
+    end: int
+    """Bytes of the file read up to the end of this line."""
+    record: Any = None
+    sample: Sample | None = None
+    problems: tuple[DataError, ...] = ()
+
+
+def iter_records(
+    path: str | Path,
+    task: Task,
+    *,
+    image_root: str | Path | None = None,
+    read_sizes: bool = False,
+) -> Iterator[RecordCheck]:
+    """Each record of a JSONL file validated for ``task``; the per-line loop shared by load and check."""
+    path = Path(path)
+    base = Path(image_root) if image_root is not None else path.parent
+    for item in read_jsonl_lines(path):
+        if item.error is not None:
+            yield RecordCheck(item.line, item.end, problems=(item.error,))
+            continue
+        try:
+            sample = sample_from_record(
+                item.value, task, base_dir=base, default_id=f"{path.stem}-{item.line}", read_sizes=read_sizes
+            )
+        except DataError as exc:
+            error = DataError(exc.reason, file=path, line=item.line, field=exc.field)
+            yield RecordCheck(item.line, item.end, record=item.value, problems=(error,))
+            continue
+        yield RecordCheck(item.line, item.end, record=item.value, sample=sample)
 
 
 def load_jsonl(
@@ -121,16 +187,110 @@ def load_jsonl(
     read_sizes: bool = False,
 ) -> list[Sample]:
     """All records of a JSONL file as samples for ``task``; the first bad record raises DataError."""
+    samples = []
+    for result in iter_records(path, task, image_root=image_root, read_sizes=read_sizes):
+        if result.problems:
+            raise result.problems[0]
+        assert result.sample is not None
+        samples.append(result.sample)
+    return samples
+
+
+# -- checking a dataset up front ---------------------------------------------------------------------------
+def _image_paths(record: Any, base: Path) -> tuple[str, ...]:
+    """The image paths of a raw record, resolved against ``base``; () when the field itself is bad."""
+    image = record.get("image") if isinstance(record, Mapping) else None
+    if isinstance(image, str):
+        return (str(base / image),)
+    if isinstance(image, list) and all(isinstance(i, str) for i in image):
+        return tuple(str(base / i) for i in image)
+    return ()
+
+
+def probe_image(path: str | Path, *, decode: bool = False) -> tuple[tuple[int, int] | None, str | None]:
+    """((W, H), None) for an image file PIL can read, else (None, what is wrong).
+
+    ``verify()`` checks the file's structure (PNG checksums, for one) without decoding the pixels;
+    ``decode=True`` decodes them too, which also catches truncated JPEGs.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        return None, f"image not found: {path}"
+    if not path.is_file():
+        return None, f"image path is not a file: {path}"
+    try:
+        with Image.open(path) as img:
+            size = (int(img.width), int(img.height))
+            img.verify()
+        if decode:
+            with Image.open(path) as img:
+                img.load()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+        return None, f"cannot decode image {path}: {type(exc).__name__}: {exc}"
+    return size, None
+
+
+def check_records(
+    path: str | Path,
+    task: Task,
+    *,
+    image_root: str | Path | None = None,
+    decode: bool = False,
+) -> Iterator[RecordCheck]:
+    """Like :func:`iter_records`, and also: every image exists and PIL can read it, and ``image_size``
+    (when given) is the real size of the first image. Never stops at a problem."""
     path = Path(path)
     base = Path(image_root) if image_root is not None else path.parent
-    samples = []
-    for lineno, record in iter_jsonl(path):
-        try:
-            samples.append(
-                sample_from_record(
-                    record, task, base_dir=base, default_id=f"{path.stem}-{lineno}", read_sizes=read_sizes
+    seen: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
+    for result in iter_records(path, task, image_root=image_root):
+        problems = list(result.problems)
+        bad_image_field = any(p.field == "image" for p in problems)
+        images = result.sample.images if result.sample is not None else _image_paths(result.record, base)
+        sizes = []
+        for image in () if bad_image_field else images:
+            if image not in seen:
+                seen[image] = probe_image(image, decode=decode)
+            size, error = seen[image]
+            sizes.append(size)
+            if error is not None:
+                problems.append(DataError(error, file=path, line=result.line, field="image"))
+        given = result.sample.image_size if result.sample is not None else None
+        if given is not None and sizes and sizes[0] is not None and tuple(sizes[0]) != given:
+            w, h = sizes[0]
+            problems.append(
+                DataError(
+                    f"expected [{w}, {h}], the size of {images[0]}, got [{given[0]:g}, {given[1]:g}]",
+                    file=path,
+                    line=result.line,
+                    field="image_size",
                 )
             )
-        except DataError as exc:
-            raise DataError(exc.reason, file=path, line=lineno, field=exc.field) from None
-    return samples
+        yield replace(result, problems=tuple(problems))
+
+
+def check_jsonl(
+    path: str | Path,
+    task: Task,
+    *,
+    image_root: str | Path | None = None,
+    decode: bool = False,
+    on_line: Callable[[RecordCheck], None] | None = None,
+) -> list[DataError]:
+    """Every problem of a dataset file for ``task``, each naming file, line and field (``[]`` = clean).
+
+    Unlike :func:`load_jsonl` it does not stop at the first bad line (see :func:`check_records`); a file
+    without records is a problem too. ``on_line`` sees each line's result (for counting and progress
+    bars). A file that cannot be opened raises :class:`DataError`.
+    """
+    problems: list[DataError] = []
+    lines = 0
+    for result in check_records(path, task, image_root=image_root, decode=decode):
+        lines += 1
+        problems += result.problems
+        if on_line is not None:
+            on_line(result)
+    if lines == 0:
+        problems.append(DataError("expected at least one record, found none", file=path))
+    return problems

@@ -1,0 +1,327 @@
+"""Chunked log-prob kernels in plain PyTorch, and the autograd functions every backend shares.
+
+Rows (tokens) are processed in chunks of ``rows`` sized from a memory budget. For one chunk the logits
+``z = (h @ W.T + b) / T`` are computed in fp32 into a reusable ``[rows, V]`` buffer, reduced to a log-sum-exp,
+the target's log-prob and optionally the entropy, and then turned in place into the gradient of the logits
+``G = dL/dz`` from which ``grad_hidden = G @ W / T`` and ``grad_weight += G.T @ h / T`` (one fp32 ``[V, H]``
+buffer for the whole call) follow. Nothing of size ``N x V`` is ever allocated.
+
+* :class:`TokenLogprobs` saves only the per-token log-sum-exp (and entropy) and recomputes each chunk's logits
+  in backward, so its gradient works for any downstream loss.
+* :class:`FusedLoss` takes a callback giving the loss of a chunk and its gradient with respect to the chunk's
+  log-probs (the GRPO objective needs nothing else), computes loss and parameter gradients in the forward
+  pass over chunks, and only scales them in backward: no recomputation.
+
+A backend (:class:`TorchOps` here, ``TritonOps`` for CUDA) supplies the per-chunk work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+#: Bytes of ``[rows, V]`` fp32 work buffers a call may hold at once, per device type.
+DEFAULT_BUDGET_BYTES = {"cpu": 128 * 2**20, "cuda": 1024 * 2**20}
+#: Vocabulary rows of a bf16/fp16 weight upcast to fp32 at a time on the PyTorch path.
+VOCAB_TILE = 8192
+#: Stands in for -inf log-probs in the entropy terms so that ``0 * log 0`` counts as 0, not NaN.
+NEG_BIG = -1e30
+
+#: ``chunk_loss_grad(logp_chunk, start, end, need_grad) -> (loss of the chunk, dloss/dlogp or None)``.
+ChunkLossGrad = Callable[[torch.Tensor, int, int, bool], tuple[torch.Tensor, "torch.Tensor | None"]]
+#: ``loss_grad(logp_chunk) -> (loss of the chunk, dloss/dlogp or None)`` for one chunk.
+LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def rows_for_budget(n: int, vocab: int, buffers: int, budget: int) -> int:
+    """Rows per chunk so that ``buffers`` fp32 ``[rows, vocab]`` buffers fit ``budget``, balanced over chunks."""
+    if n <= 0:
+        return 1
+    rows = max(1, budget // max(1, buffers * vocab * 4))
+    chunks = math.ceil(n / rows)
+    return math.ceil(n / chunks)
+
+
+class Ops(Protocol):
+    """The per-chunk work a backend provides (all math in fp32)."""
+
+    def work_buffers(self, phase: str, entropy: bool) -> int: ...
+
+    def forward_rows(self, n: int, rows: int) -> int: ...
+
+    def forward(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, entropy: bool, work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...  # fmt: skip
+
+    def backward(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
+        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        work: list[torch.Tensor],
+    ) -> None: ...  # fmt: skip
+
+    def fused(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, entropy: bool, loss_grad: LossGrad,
+        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The PyTorch backend
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of two ``[c, V]`` tensors without a ``[c, V]`` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+def _onehot_add(grad: torch.Tensor, targets: torch.Tensor, values: torch.Tensor) -> None:
+    """``grad[i, targets[i]] += values[i]`` in place."""
+    flat = torch.arange(targets.numel(), device=targets.device) * grad.shape[1] + targets
+    grad.view(-1).index_add_(0, flat, values)
+
+
+class TorchOps:
+    """Chunk work in plain PyTorch (CPU, or any device without Triton)."""
+
+    name = "torch"
+
+    def work_buffers(self, phase: str, entropy: bool) -> int:
+        """fp32 ``[rows, V]`` buffers per chunk in every phase: the logits, plus one for ``exp`` with entropy."""
+        return 2 if entropy else 1
+
+    def forward_rows(self, n: int, rows: int) -> int:
+        """The forward materialises logits too, so it chunks like the backward."""
+        return rows
+
+    @staticmethod
+    def _logits(
+        h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, inv_t: float, out: torch.Tensor
+    ) -> torch.Tensor:
+        """``out = (h @ W.T + b) / T`` in fp32; returns ``h / T`` in fp32 (the right factor of grad_weight)."""
+        h32 = h.to(torch.float32) * inv_t
+        b32 = None if bias is None else bias.to(torch.float32) * inv_t
+        if weight.dtype == torch.float32:
+            if b32 is None:
+                torch.mm(h32, weight.t(), out=out)
+            else:
+                torch.addmm(b32, h32, weight.t(), out=out)
+            return h32
+        for v0 in range(0, weight.shape[0], VOCAB_TILE):
+            v1 = min(v0 + VOCAB_TILE, weight.shape[0])
+            block = h32 @ weight[v0:v1].to(torch.float32).t()
+            if b32 is not None:
+                block += b32[v0:v1]
+            out[:, v0:v1] = block
+        return h32
+
+    @staticmethod
+    def _apply_grad(
+        grad_z: torch.Tensor, h32: torch.Tensor, weight: torch.Tensor, inv_t: float,
+        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+    ) -> None:  # fmt: skip
+        """Accumulate the parameter gradients of ``z = (h @ W.T + b) / T`` given ``grad_z = dL/dz``."""
+        if grad_h is not None:
+            if weight.dtype == torch.float32:
+                torch.mm(grad_z, weight, out=grad_h)
+            else:
+                grad_h.zero_()
+                for v0 in range(0, weight.shape[0], VOCAB_TILE):
+                    v1 = min(v0 + VOCAB_TILE, weight.shape[0])
+                    grad_h.addmm_(grad_z[:, v0:v1], weight[v0:v1].to(torch.float32))
+            grad_h.mul_(inv_t)
+        if grad_w is not None:
+            grad_w.addmm_(grad_z.t(), h32)  # h32 already carries the 1/T
+        if grad_b is not None:
+            grad_b.add_(grad_z.sum(0), alpha=inv_t)
+
+    def _stats(
+        self, z: torch.Tensor, targets: torch.Tensor, entropy: bool, spare: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """logp, lse, entropy of logits ``z``; leaves ``exp(z - max)`` in a buffer, returned with its row sums."""
+        zmax = z.amax(1)
+        target_z = z.gather(1, targets[:, None]).squeeze(1)
+        z.sub_(zmax[:, None])
+        ent = None
+        if entropy:
+            e = torch.exp(z, out=spare)
+            s = e.sum(1)
+            ent = s.log() - _rowdot(e, z.clamp_(min=NEG_BIG)) / s
+        else:
+            e = z.exp_()
+            s = e.sum(1)
+        lse = zmax + s.log()
+        return target_z - lse, lse, ent, e, s
+
+    def forward(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, entropy: bool, work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Log-probs of the targets, log-sum-exp and (optionally) entropy of one chunk."""
+        c = h.shape[0]
+        z = work[0][:c]
+        self._logits(h, weight, bias, inv_t, z)
+        logp, lse, ent, _, _ = self._stats(z, targets, entropy, work[1][:c] if entropy else None)
+        return logp, lse, ent
+
+    def backward(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
+        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        work: list[torch.Tensor],
+    ) -> None:  # fmt: skip
+        """Recompute one chunk's logits and accumulate the gradients of ``g . logp + g_ent . entropy``."""
+        c = h.shape[0]
+        z = work[0][:c]
+        h32 = self._logits(h, weight, bias, inv_t, z)
+        z.sub_(lse[:, None])  # log p
+        if g_ent is None:  # dL/dz = g * (onehot - p)
+            grad_z = z.exp_().mul_(-g[:, None])
+        else:  # ... - g_ent * p * (log p + H)
+            p = torch.exp(z, out=work[1][:c])
+            grad_z = z.clamp_(min=NEG_BIG).add_(ent[:, None])  # type: ignore[index]
+            grad_z.mul_(g_ent[:, None]).add_(g[:, None]).mul_(p).neg_()
+        _onehot_add(grad_z, targets, g)
+        self._apply_grad(grad_z, h32, weight, inv_t, grad_h, grad_w, grad_b)
+
+    def fused(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, entropy: bool, loss_grad: LossGrad,
+        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """One pass over a chunk: log-probs, the loss and its gradient, with the logits computed once."""
+        c = h.shape[0]
+        z = work[0][:c]
+        h32 = self._logits(h, weight, bias, inv_t, z)
+        logp, _, ent, e, s = self._stats(z, targets, entropy, work[1][:c] if entropy else None)
+        loss, g = loss_grad(logp)
+        if g is not None:
+            grad_z = e.mul_((-g / s)[:, None])  # -g * softmax
+            _onehot_add(grad_z, targets, g)
+            self._apply_grad(grad_z, h32, weight, inv_t, grad_h, grad_w, grad_b)
+        return loss, logp, ent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autograd functions shared by the backends
+
+
+def _grad_buffers(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, need: tuple[bool, bool, bool]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """fp32 gradient accumulators for hidden ``[N, H]``, weight ``[V, H]``, bias ``[V]`` (None if not needed)."""
+    f32 = dict(dtype=torch.float32, device=hidden.device)
+    grad_h = torch.empty(hidden.shape, **f32) if need[0] else None  # type: ignore[arg-type]
+    grad_w = torch.zeros(weight.shape, **f32) if need[1] else None  # type: ignore[arg-type]
+    grad_b = torch.zeros(bias.shape, **f32) if need[2] and bias is not None else None  # type: ignore[arg-type]
+    return grad_h, grad_w, grad_b
+
+
+def _work(ops: Ops, phase: str, rows: int, vocab: int, entropy: bool, device: torch.device) -> list[torch.Tensor]:
+    """The ``[rows, V]`` fp32 buffers reused by every chunk of one phase ("forward", "backward" or "fused")."""
+    count = ops.work_buffers(phase, entropy) if rows > 0 else 0
+    return [torch.empty(rows, vocab, dtype=torch.float32, device=device) for _ in range(count)]
+
+
+def _cast(grad: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
+    return None if grad is None or like is None else grad.to(like.dtype)
+
+
+class TokenLogprobs(torch.autograd.Function):
+    """Per-token log-probs (and entropy) of ``softmax((h @ W.T + b) / T)``; backward recomputes chunk logits."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        inv_t: float, entropy: bool, rows: int, ops: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        n, vocab = hidden.shape[0], weight.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(logp)
+        ent = torch.empty_like(logp) if entropy else logp.new_empty(0)
+        step = ops.forward_rows(n, rows)
+        work = _work(ops, "forward", min(step, n), vocab, entropy, hidden.device)
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            lp, ls, en = ops.forward(hidden[s:e], weight, bias, targets[s:e], inv_t, entropy, work)
+            logp[s:e], lse[s:e] = lp, ls
+            if entropy:
+                ent[s:e] = en
+        del work
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, ent if entropy else None)
+        ctx.inv_t, ctx.entropy, ctx.rows, ctx.ops = inv_t, entropy, rows, ops
+        ctx.set_materialize_grads(False)
+        if not entropy:
+            ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, g_logp: torch.Tensor | None, g_ent: torch.Tensor | None
+    ) -> tuple[Any, ...]:
+        hidden, weight, bias, targets, lse, ent = ctx.saved_tensors
+        none = (None,) * 5
+        if g_logp is None and g_ent is None:
+            return (None, None, None) + none
+        n = hidden.shape[0]
+        g = g_logp.to(torch.float32) if g_logp is not None else lse.new_zeros(n)
+        g_ent = None if g_ent is None or not ctx.entropy else g_ent.to(torch.float32)
+        grad_h, grad_w, grad_b = _grad_buffers(hidden, weight, bias, ctx.needs_input_grad[:3])
+        work = _work(ctx.ops, "backward", min(ctx.rows, n), weight.shape[0], g_ent is not None, hidden.device)
+        for s in range(0, n, ctx.rows):
+            e = min(s + ctx.rows, n)
+            ctx.ops.backward(
+                hidden[s:e], weight, bias, targets[s:e], ctx.inv_t, lse[s:e], None if ent is None else ent[s:e],
+                g[s:e], None if g_ent is None else g_ent[s:e], None if grad_h is None else grad_h[s:e],
+                grad_w, grad_b, work,
+            )  # fmt: skip
+        return (_cast(grad_h, hidden), _cast(grad_w, weight), _cast(grad_b, bias)) + none
+
+
+class FusedLoss(torch.autograd.Function):
+    """A loss of per-token log-probs whose gradients are computed in the forward pass over chunks."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+        bounds: list[tuple[int, int]], loss_grad: ChunkLossGrad, inv_t: float, entropy: bool,
+        need: tuple[bool, bool, bool], ops: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        n, vocab = hidden.shape[0], weight.shape[0]
+        need_any = any(need)
+        grad_h, grad_w, grad_b = _grad_buffers(hidden, weight, bias, need)
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        ent = torch.empty_like(logp) if entropy else logp.new_empty(0)
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        rows = max((e - s for s, e in bounds), default=0)
+        work = _work(ops, "fused", rows, vocab, entropy, hidden.device)
+        for s, e in bounds:
+            chunk_loss, lp, en = ops.fused(
+                hidden[s:e], weight, bias, targets[s:e], inv_t, entropy,
+                lambda lp, s=s, e=e: loss_grad(lp, s, e, need_any),
+                None if grad_h is None else grad_h[s:e], grad_w, grad_b, work,
+            )  # fmt: skip
+            loss += chunk_loss
+            logp[s:e] = lp
+            if entropy:
+                ent[s:e] = en
+        del work
+        ctx.grads = (_cast(grad_h, hidden), _cast(grad_w, weight), _cast(grad_b, bias))
+        ctx.mark_non_differentiable(logp, ent)
+        return loss, logp, ent
+
+    @staticmethod
+    def backward(ctx: Any, g_loss: torch.Tensor, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        if ctx.grads is None:
+            raise RuntimeError("the fused loss was already backpropagated; its gradients are gone (recompute it)")
+        grads, ctx.grads = ctx.grads, None  # hand the buffers over: autograd then stores them without a copy
+        if not bool(g_loss == 1):
+            grads = tuple(None if g is None else g.mul_(g_loss.to(g.dtype)) for g in grads)
+        return grads + (None,) * 7

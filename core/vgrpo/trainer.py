@@ -1,0 +1,432 @@
+"""The GRPO training recipe: setup, train, save_checkpoint, cleanup (one process for now).
+
+One optimizer step reads top to bottom: mixture sampler → task.build_prompt → model adapter → rollout (G
+samples per prompt) → task.parse → rewards → advantages → log-probs → loss → optimizer → metrics/checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import shutil
+import signal
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vgrpo.advantages import group_advantages
+from vgrpo.config import TrainConfig, dump_config
+from vgrpo.data import load_jsonl
+from vgrpo.errors import DataError, VgrpoError
+from vgrpo.loss import grpo_loss
+from vgrpo.metrics import MetricsLogger
+from vgrpo.mixture import MixtureSampler
+from vgrpo.models.adapters import TINY, ModelAdapter, select_adapter
+from vgrpo.plugins import PluginRegistry, get_registry
+from vgrpo.rollout import Rollout, completion_logprobs, eos_token_ids, sample
+from vgrpo.scoring import resolve_weights, score
+from vgrpo.task import Sample, Task, TaskParams
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.pt"
+MAX_NONFINITE_STEPS = 3
+
+
+class TrainingError(VgrpoError):
+    """Training cannot continue (e.g. the loss stayed non-finite); a checkpoint was written first."""
+
+
+@dataclass
+class MixtureEntry:
+    """A task of the mixture, ready to use."""
+
+    task: Task
+    params: TaskParams
+    weights: dict[str, float]
+    samples: list[Sample]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class Trainer:
+    """GRPO on a task mixture. ``Trainer(config).train()`` runs the whole thing."""
+
+    def __init__(self, config: TrainConfig, registry: PluginRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or get_registry()
+        self.output_dir = Path(config.output_dir)
+        self.step = 0
+        self._stop_requested = False
+        self._nonfinite = 0
+        self._counters: Counter[str] = Counter()
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.config
+        if not cfg.tasks:
+            raise DataError("the config lists no tasks: add entries under `tasks:` ({task, data})")
+        self.registry.require(cfg.required_plugins)
+        self.entries = self._setup_mixture()
+        self.sampler = MixtureSampler([len(e.samples) for e in self.entries], [t.weight for t in cfg.tasks], cfg.seed)
+        torch.manual_seed(cfg.seed)
+        resume_from = self._resume_path()
+        self.adapter, self.model, self.processor = self._setup_model(resume_from)
+        self.ref_model = self._setup_reference()
+        self.optimizer, self.scheduler = self._setup_optimizer()
+        self.eos_ids = eos_token_ids(self.model, self.processor)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        self.metrics = MetricsLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
+                                     config=cfg.model_dump(mode="json"))  # fmt: skip
+        if resume_from is not None:
+            self._load_state(resume_from)
+            self.metrics.truncate_after(self.step)
+        self._completions_path = self.output_dir / "completions.jsonl"
+
+    def _setup_mixture(self) -> list[MixtureEntry]:
+        entries = []
+        for item in self.config.tasks:
+            task = self.registry.task(item.task)
+            params = task.params(item.params)
+            weights = resolve_weights(task, item.rewards, self.registry.rewards)
+            samples: list[Sample] = []
+            for path in item.data:
+                samples += load_jsonl(path, task, image_root=item.image_root, read_sizes=True)
+            if item.max_samples is not None:
+                samples = samples[: item.max_samples]
+            if not samples:
+                raise DataError(f"task {item.task!r}: no records in {item.data}")
+            entries.append(MixtureEntry(task, params, weights, samples))
+            log.info("task %s: %d records from %s", item.task, len(samples), ", ".join(item.data))
+        return entries
+
+    def _setup_model(self, resume_from: Path | None) -> tuple[ModelAdapter, Any, Any]:
+        mcfg = self.config.model
+        source = str(resume_from) if resume_from is not None else mcfg.name_or_path
+        if source == TINY:
+            model_type = "qwen2_5_vl"
+        else:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(source).model_type
+        adapter = select_adapter(self.registry.model_adapters, mcfg.adapter, model_type)
+        model, processor = adapter.load(
+            source, dtype=_dtype(mcfg.dtype), attn_implementation=mcfg.attn_implementation,
+            min_pixels=mcfg.min_pixels, max_pixels=mcfg.max_pixels, seed=self.config.seed,
+        )  # fmt: skip
+        if mcfg.freeze_vision:
+            for name, param in model.named_parameters():
+                if "visual" in name or "vision" in name:
+                    param.requires_grad_(False)
+        if mcfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if mcfg.lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            lora = mcfg.lora
+            get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                             target_modules=lora.target_modules))  # fmt: skip
+        log.info("model %s (adapter %s): %d trainable parameters", source, adapter.name,
+                 sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+        return adapter, model, processor
+
+    def _setup_reference(self) -> Any:
+        if self.config.grpo.beta == 0.0:
+            return None  # beta 0: no reference model is loaded
+        ref = copy.deepcopy(self.model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    def _setup_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        from transformers import get_scheduler
+
+        o = self.config.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.warmup_steps,
+                                  num_training_steps=o.max_steps)  # fmt: skip
+        return optimizer, scheduler
+
+    def _resume_path(self) -> Path | None:
+        resume = self.config.checkpoint.resume
+        if resume == "never":
+            return None
+        if resume == "auto":
+            return latest_checkpoint(self.output_dir) if self.output_dir.exists() else None
+        path = Path(resume)
+        if not (path / STATE_FILE).exists():
+            raise DataError(f"resume={resume}: not a checkpoint folder (no {STATE_FILE})")
+        return path
+
+    # -- one step --------------------------------------------------------------------------------------------
+    def _draw_prompts(self, n: int) -> list[tuple[int, Sample, list[Any]]]:
+        """n (entry, sample, images) triples; samples whose images do not open are skipped and counted."""
+        from PIL import Image
+
+        out = []
+        while len(out) < n:
+            d = self.sampler.draw()
+            s = self.entries[d.task_index].samples[d.record_index]
+            try:
+                images = [Image.open(p).convert("RGB") for p in s.images]
+            except Exception as exc:  # noqa: BLE001 - an unreadable image costs one sample, not the run
+                self._counters["skipped_samples"] += 1
+                log.warning("skipping sample %s of task %s: %s", s.id, self.entries[d.task_index].task.name, exc)
+                continue
+            out.append((d.task_index, s, images))
+        return out
+
+    def _rollout(self, prompts: list[tuple[int, Sample, list[Any]]]) -> tuple[Rollout, list[int], list[Sample]]:
+        g = self.config.grpo.num_generations
+        messages, images, entry_ids, samples = [], [], [], []
+        for e, s, imgs in prompts:
+            entry = self.entries[e]
+            prompt = entry.task.build_prompt(s, entry.params)
+            messages += [prompt] * g
+            images += [imgs] * g
+            entry_ids += [e] * g
+            samples += [s] * g
+        inputs = self.adapter.encode(self.processor, messages, images)
+        sizes = self.adapter.input_sizes(self.processor, inputs, images)
+        samples = [replace(s, input_size=size) if size is not None else s for s, size in zip(samples, sizes)]
+        self.model.eval()
+        rollout = sample(self.model, self.processor, dict(inputs), self.config.generation, self.eos_ids)
+        self.model.train()
+        return rollout, entry_ids, samples
+
+    def _rewards(self, rollout: Rollout, entry_ids: list[int], samples: list[Sample]) -> tuple[torch.Tensor, dict]:
+        totals = torch.zeros(len(samples))
+        per_task: dict[str, Any] = defaultdict(lambda: defaultdict(list))
+        for e, entry in enumerate(self.entries):
+            rows = [i for i, x in enumerate(entry_ids) if x == e]
+            if not rows:
+                continue
+            results = score(entry.task, [rollout.texts[i] for i in rows], [samples[i] for i in rows], entry.params,
+                            entry.weights, plugin_rewards=self.registry.rewards, failures=self._counters)  # fmt: skip
+            stats = per_task[entry.task.name]
+            for i, r in zip(rows, results):
+                totals[i] = r.reward
+                stats["reward"].append(r.reward)
+                stats["parse_rate"].append(float(r.parsed is not None))
+                stats["completion_length"].append(float(rollout.lengths[i]))
+                if isinstance(r.parsed, list) and r.parsed and isinstance(r.parsed[0], dict):
+                    stats["pred_count"].append(float(len(r.parsed)))
+                for name, value in r.rewards.items():
+                    stats[name].append(value)
+        return totals, per_task
+
+    def _loss(self, rollout: Rollout, advantages: torch.Tensor, mask: torch.Tensor, old: Any, ref: Any,
+              num_items: float) -> Any:  # fmt: skip
+        g, gen = self.config.grpo, self.config.generation
+        logps = completion_logprobs(self.model, self.adapter, rollout, temperature=gen.temperature,
+                                    impl=self.config.model.logprobs)  # fmt: skip
+        return grpo_loss(
+            logps, old, advantages, mask, loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
+            beta=g.beta, ref_logps=ref, importance_sampling_level=g.importance_sampling_level,
+            max_completion_length=gen.max_completion_length, num_items=num_items,
+        )  # fmt: skip
+
+    def _logps_no_grad(self, model: Any, rollout: Rollout) -> torch.Tensor:
+        with torch.no_grad():
+            return completion_logprobs(model, self.adapter, rollout, temperature=self.config.generation.temperature,
+                                       impl=self.config.model.logprobs)  # fmt: skip
+
+    def train_step(self) -> list[dict[str, Any]]:
+        """Generate one batch, then num_iterations optimizer steps on it; returns their metric rows."""
+        cfg, g, o = self.config, self.config.grpo, self.config.optim
+        start = time.perf_counter()
+        micro = []
+        for _ in range(o.gradient_accumulation_steps):
+            rollout, entry_ids, samples = self._rollout(self._draw_prompts(o.prompts_per_step))
+            rewards, per_task = self._rewards(rollout, entry_ids, samples)
+            advantages = group_advantages(rewards, g.num_generations, g.scale_rewards)
+            mask = rollout.completion_mask
+            if g.mask_truncated_completions:
+                mask = mask * (~rollout.truncated).unsqueeze(1).float()
+            old = self._logps_no_grad(self.model, rollout) if g.num_iterations > 1 else None
+            ref = self._logps_no_grad(self.ref_model, rollout) if self.ref_model is not None else None
+            micro.append((rollout, rewards, advantages, mask, old, ref, per_task))
+            self._write_completions(rollout, entry_ids, samples, rewards)
+        num_items = float(sum(m[3].sum() for m in micro))
+        rows = []
+        for _ in range(g.num_iterations):
+            rows.append(self._optimize(micro, num_items, start))
+            start = time.perf_counter()
+            if self.step >= o.max_steps or self._stop_requested:
+                break
+        return rows
+
+    def _optimize(self, micro: list[Any], num_items: float, start: float) -> dict[str, Any]:
+        o, g = self.config.optim, self.config.grpo
+        ga = len(micro)
+        losses, kls, clips = [], [], []
+        finite = True
+        for rollout, _, advantages, mask, old, ref, _ in micro:
+            out = self._loss(rollout, advantages, mask, old, ref, num_items)
+            loss = out.loss if g.loss_type == "dapo" else out.loss / ga
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            losses.append(float(loss.detach()))
+            kls.append(float(out.kl))
+            clips.append(float(out.clip_ratio))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if finite:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
+            finite = bool(torch.isfinite(grad_norm))
+        self.step += 1
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite += 1
+            self._counters["nonfinite_steps"] += 1
+            log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", self.step, self._nonfinite)
+            if self._nonfinite >= MAX_NONFINITE_STEPS:
+                self.save_checkpoint()
+                raise TrainingError(
+                    f"{self._nonfinite} steps in a row had a non-finite loss or gradient (step {self.step}); a "
+                    "checkpoint was saved. Lower optim.lr, set optim.max_grad_norm, or use model.dtype=float32."
+                )
+            return {"step": self.step, "loss": float("nan"), "skipped": True}
+        self._nonfinite = 0
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._metrics_row(micro, losses, kls, clips, float(grad_norm), lr, time.perf_counter() - start)
+
+    def _metrics_row(self, micro: list[Any], losses: list[float], kls: list[float], clips: list[float],
+                     grad_norm: float, lr: float, seconds: float) -> dict[str, Any]:  # fmt: skip
+        rewards = torch.cat([m[1] for m in micro])
+        lengths = torch.cat([m[0].lengths for m in micro])
+        row: dict[str, Any] = {
+            "step": self.step, "loss": sum(losses), "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+            "kl": sum(kls) / len(kls), "clip_ratio": sum(clips) / len(clips), "grad_norm": grad_norm, "lr": lr,
+            "completion_length": float(lengths.mean()), "step_time_s": seconds,
+            "tokens_per_s": float(lengths.sum()) / seconds if seconds > 0 else 0.0,
+        }  # fmt: skip
+        merged: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for m in micro:
+            for task, stats in m[6].items():
+                for key, values in stats.items():
+                    merged[task][key] += values
+        for task, stats in sorted(merged.items()):
+            for key, values in stats.items():
+                row[f"tasks/{task}/{key}"] = sum(values) / len(values)
+        for key, count in sorted(self._counters.items()):
+            row[f"counters/{key}"] = count
+        return row
+
+    def _write_completions(self, rollout: Rollout, entry_ids: list[int], samples: list[Sample],
+                           rewards: torch.Tensor) -> None:  # fmt: skip
+        every = self.config.logging.completions_every
+        if not every or (self.step + 1) % every:
+            return
+        with self._completions_path.open("a", encoding="utf-8") as f:
+            for i, text in enumerate(rollout.texts):
+                task = self.entries[entry_ids[i]].task.name
+                f.write(json.dumps({"step": self.step + 1, "task": task, "id": samples[i].id,
+                                    "completion": text, "reward": float(rewards[i])}, ensure_ascii=False) + "\n")
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """checkpoint-<step>/: model (safetensors) + processor, optimizer, scheduler, RNG, sampler, config."""
+        final = self.output_dir / f"checkpoint-{self.step}"
+        tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        self.processor.save_pretrained(tmp)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "sampler": self.sampler.state_dict(),
+            "counters": dict(self._counters),
+            "config": self.config.model_dump(mode="json"),
+        }
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        self._prune_checkpoints()
+        return final
+
+    def _prune_checkpoints(self) -> None:
+        limit = self.config.checkpoint.save_total_limit
+        if limit is None:
+            return
+        found = sorted((int(m.group(1)), p) for p in self.output_dir.glob("checkpoint-*")
+                       if (m := CHECKPOINT_RE.match(p.name)))  # fmt: skip
+        for _, path in found[:-limit]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _load_state(self, path: Path) -> None:
+        state = torch.load(path / STATE_FILE, weights_only=False)
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self._counters.update(state.get("counters", {}))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
+        self._stop_requested = True
+
+    def train(self) -> Path:
+        """Run setup (if needed) and train to ``optim.max_steps``; returns the output directory."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if not hasattr(self, "model"):
+            self.setup()
+        cfg = self.config
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        last_saved = self.step
+        try:
+            with Progress(TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                          TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
+                bar = progress.add_task("train", total=cfg.optim.max_steps, completed=self.step, info="")
+                while self.step < cfg.optim.max_steps and not self._stop_requested:
+                    for row in self.train_step():
+                        if self.step % cfg.logging.every == 0 or self.step == cfg.optim.max_steps:
+                            self.metrics.log(row)
+                        progress.update(bar, completed=self.step,
+                                        info=f"reward {row.get('reward', float('nan')):.3f}")  # fmt: skip
+                    if self.step % cfg.checkpoint.every == 0:
+                        self.save_checkpoint()
+                        last_saved = self.step
+            if self.step != last_saved:
+                self.save_checkpoint()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.cleanup()
+        return self.output_dir
+
+    def cleanup(self) -> None:
+        if hasattr(self, "metrics"):
+            self.metrics.close()
+
+

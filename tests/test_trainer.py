@@ -1,0 +1,118 @@
+"""The training recipe end to end on the tiny model: metrics, checkpoints, exact resume, a learnable reward."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from vgrpo.config import load_config
+from vgrpo.plugins import load_plugins
+from vgrpo.synth import synthesize
+from vgrpo.trainer import Trainer
+
+TIMING = {"step_time_s", "tokens_per_s"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("data"), n_per_task=12, seed=0)
+
+
+def _config(data, out, *extra):
+    tasks = ",".join("{task: %s, data: %s}" % (t, p) for t, p in data.items())
+    return load_config(None, [
+        f"output_dir={out}", "grpo.num_generations=2", "optim.prompts_per_step=2", "optim.lr=1e-3",
+        "generation.max_completion_length=8", "logging.tensorboard=false", "checkpoint.every=2",
+        f"tasks=[{tasks}]", *extra,
+    ])  # fmt: skip
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_writes_metrics_checkpoints_and_the_resolved_config(data, tmp_path):
+    out = tmp_path / "run"
+    Trainer(_config(data, out, "optim.max_steps=3", "checkpoint.save_total_limit=1", "logging.completions_every=1")).train()
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    required = {"step", "loss", "reward", "kl", "clip_ratio", "grad_norm", "lr", "completion_length", "step_time_s",
+                "tokens_per_s"}  # fmt: skip
+    assert all(required <= set(r) for r in rows)
+    task_keys = {k for r in rows for k in r if k.startswith("tasks/")}
+    assert any(k.endswith("/parse_rate") for k in task_keys) and any(k.endswith("/completion_length") for k in task_keys)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # save_total_limit=1
+    ckpt = out / "checkpoint-3"
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
+    assert "max_steps: 3" in (ckpt / "config.yaml").read_text() and (out / "config.yaml").exists()
+    assert (out / "completions.jsonl").read_text().count("\n") == 3 * 2 * 2  # steps x prompts x G
+
+
+def test_interrupted_and_resumed_run_logs_the_same_metrics(data, tmp_path, monkeypatch):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    Trainer(_config(data, straight, "optim.max_steps=4", "checkpoint.every=3")).train()
+
+    real_step = Trainer.train_step
+
+    def step_then_sigterm(self):
+        rows = real_step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would: finish the step, save, stop
+        return rows
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3")).train()
+    assert [r["step"] for r in _rows(resumed)] == [1, 2] and (resumed / "checkpoint-2").exists()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", "checkpoint.resume=auto")).train()
+    a, b = _rows(straight), _rows(resumed)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
+
+
+TOKEN_TASK = '''
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(completion):
+    """Share of the completion's characters that are the letter a."""
+    return completion.count("a") / len(completion) if completion else 0.0
+
+class LetterA(vgrpo.Task):
+    name = "acme.letter_a"
+    description = "Write the letter a."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy,)
+    default_weights = {"accuracy": 1.0}
+    example = {"id": "0", "question": "Say a", "solution": "a"}
+    example_completion = "aaaa"
+    def parse(self, completion, params):
+        return completion
+    def metric(self, predictions, samples, params):
+        return {}
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [LetterA()]
+'''
+
+
+def test_a_learnable_reward_rises(fake_site, tmp_path):
+    fake_site.add("acme-letter", source=TOKEN_TASK)
+    registry = load_plugins(path=[str(fake_site.root)])
+    data = tmp_path / "a.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
+    out = tmp_path / "run"
+    config = load_config(None, [
+        f"output_dir={out}", "grpo.num_generations=8", "optim.prompts_per_step=2", "optim.lr=3e-3",
+        "optim.lr_scheduler=constant", "generation.max_completion_length=6", "optim.max_steps=30",
+        "logging.tensorboard=false", "checkpoint.every=100", f"tasks=[{{task: acme.letter_a, data: {data}}}]",
+    ])  # fmt: skip
+    Trainer(config, registry).train()
+    rewards = [r["reward"] for r in _rows(out)]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.2, rewards
