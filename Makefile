@@ -27,10 +27,13 @@ install-dev: $(VENV)/.installed-dev
 
 TASKS := rec ovd count math
 
-# The main job (for now): list the plugins, then score the shipped example completions of every task.
+# The main job: list the plugins, score the shipped example completions of every task, then train the embedded
+# tiny model on the synthetic four-task mixture (examples/tiny.yaml).
 demo: install
 	$(BIN)/vgrpo plugins
 	@for t in $(TASKS); do $(BIN)/vgrpo score $$t examples/completions/$$t.jsonl --format table || exit 1; done
+	$(BIN)/python -c "from vgrpo.synth import synthesize; synthesize('examples/data/tiny', n_per_task=100, seed=0, reuse=True)"
+	$(BIN)/vgrpo train examples/tiny.yaml
 
 test: install-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

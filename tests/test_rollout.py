@@ -64,3 +64,12 @@ def test_fused_and_naive_gradients_agree(rollout):
         (lp.sum() / r.completion_mask.sum()).backward()
         grads.append(model.lm_head.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_visual_placeholder_tokens_are_never_sampled(rollout):
+    from vgrpo.rollout import visual_token_ids
+
+    _, model, r = rollout
+    banned = visual_token_ids(model)
+    assert model.config.image_token_id in banned and len(banned) == 4
+    assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()

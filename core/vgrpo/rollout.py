@@ -57,6 +57,18 @@ def eos_token_ids(model: Any, processor: Any) -> list[int]:
     return ids
 
 
+VISUAL_TOKEN_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+                     "image_token_index", "video_token_index", "boi_token_index", "eoi_token_index")  # fmt: skip
+
+
+def visual_token_ids(model: Any) -> list[int]:
+    """Placeholder tokens for images and videos: a completion must never contain them (the next forward pass
+    would look for image features that do not exist)."""
+    config = model.config
+    ids = {getattr(config, key) for key in VISUAL_TOKEN_KEYS if isinstance(getattr(config, key, None), int)}
+    return sorted(ids)
+
+
 @torch.no_grad()
 def sample(
     model: Any, processor: Any, inputs: dict[str, torch.Tensor], gen: GenerationConfig, eos_ids: Sequence[int]
@@ -72,6 +84,7 @@ def sample(
         max_new_tokens=gen.max_completion_length,
         eos_token_id=list(eos_ids),
         pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=visual_token_ids(model) or None,
     )
     completion_ids = out[:, inputs["input_ids"].size(1) :]
     mask, truncated = end_of_sequence_mask(completion_ids, eos_ids)
