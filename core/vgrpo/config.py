@@ -116,13 +116,6 @@ class OptimConfig(_Section):
     max_steps: int = Field(100, gt=0, description="Optimizer steps to train.")
 
 
-class RewardRuntimeConfig(_Section):
-    """How rewards are computed during training."""
-
-    workers: int = Field(1, ge=0, description="Reward worker processes; 0 computes rewards in the training process.")
-    timeout_s: float = Field(30.0, gt=0, description="Time limit per reward call; a timeout scores the minimum.")
-
-
 class LoggingConfig(_Section):
     """Where metrics go."""
 
@@ -153,7 +146,6 @@ class TrainConfig(_Section):
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    rewards: RewardRuntimeConfig = Field(default_factory=RewardRuntimeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
