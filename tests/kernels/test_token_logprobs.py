@@ -230,3 +230,18 @@ def test_public_names_are_pinned():
     assert set(vgrpo.kernels.__all__) == {"FusedLossOutput", "fused_grpo_loss", "token_logprobs"}
     for name in vgrpo.kernels.__all__:
         assert (getattr(vgrpo.kernels, name).__doc__ or "").strip(), name
+
+
+def test_non_contiguous_hidden_slice_and_no_grad_mode():
+    full, w, t, _ = inputs(0, 8, 40, torch.float32, shape=(3, 9))
+    hid = full[:, 4:]  # the completion part of [B, prompt + completion, H] hidden states: not contiguous
+    tgt = t[:, 4:]
+    with torch.no_grad():
+        logp = token_logprobs(hid, w, tgt, chunk_size=4)
+    assert logp.grad_fn is None and logp.shape == (3, 5)
+    torch.testing.assert_close(logp.double(), reference(hid, w, tgt)[0].detach(), atol=1e-5, rtol=1e-5)
+    token_logprobs(hid, w, tgt, chunk_size=4).sum().backward()
+    ref = full.detach().clone().requires_grad_(True)
+    reference(ref[:, 4:], w, tgt)[0].sum().backward()
+    torch.testing.assert_close(full.grad, ref.grad.float(), atol=1e-6, rtol=1e-5)
+    assert torch.all(full.grad[:, :4] == 0)

@@ -297,7 +297,7 @@ class TritonOps:
         inv_t: float, entropy: bool, work: list[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Log-probs, log-sum-exp and entropy of the rows; no logits are stored."""
-        h, weight = h.contiguous(), weight.contiguous()
+        h, weight, bias = h.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous()
         logp, lse, ent = self._lse(h, weight, bias, targets.contiguous(), inv_t, None)
         return logp, lse, ent if entropy else None
 
@@ -309,6 +309,7 @@ class TritonOps:
     ) -> None:  # fmt: skip
         """Recompute the chunk's logit tiles into their gradient, then the parameter gradients."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
+        bias = None if bias is None else bias.contiguous()
         grad_z = work[0][: h.shape[0]]
         self._grad_logits(
             h, weight, bias, targets, inv_t, lse.contiguous(), None if ent is None else ent.contiguous(),
@@ -324,6 +325,7 @@ class TritonOps:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """Logits stored once per chunk, then turned in place into their gradient: no recomputation."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
+        bias = None if bias is None else bias.contiguous()
         z = work[0][: h.shape[0]]
         logp, lse, ent = self._lse(h, weight, bias, targets, inv_t, z)
         loss, g = loss_grad(logp)
