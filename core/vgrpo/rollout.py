@@ -106,6 +106,14 @@ def _full_inputs(inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, 
     return full
 
 
+def completion_hidden(model: Any, adapter: ModelAdapter, rollout: Rollout) -> tuple[torch.Tensor, torch.nn.Module]:
+    """(hidden states ``[N, T, H]`` that predict each completion token, the output layer)."""
+    full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
+    hidden = adapter.hidden_states(model, full)
+    prompt_len = rollout.inputs["input_ids"].size(1)
+    return hidden[:, prompt_len - 1 : -1, :], adapter.output_layer(model)  # position t predicts token t + 1
+
+
 def completion_logprobs(
     model: Any,
     adapter: ModelAdapter,
@@ -118,23 +126,16 @@ def completion_logprobs(
 
     ``fused`` never materialises ``[N, T, V]`` logits (vgrpo.kernels); ``naive`` is log_softmax + gather.
     """
-    full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
-    hidden = adapter.hidden_states(model, full)
-    prompt_len = rollout.inputs["input_ids"].size(1)
-    h = hidden[:, prompt_len - 1 : -1, :]  # position t predicts token t + 1
-    head = adapter.output_layer(model)
+    h, head = completion_hidden(model, adapter, rollout)
     targets = rollout.completion_ids
+    bias = getattr(head, "bias", None)
     if impl == "naive":
-        logits = torch.nn.functional.linear(h, head.weight, getattr(head, "bias", None)).float() / temperature
+        logits = torch.nn.functional.linear(h, head.weight, bias).float() / temperature
         logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     elif impl == "fused":
         from vgrpo.kernels import token_logprobs
 
-        n, t, d = h.shape
-        logps = token_logprobs(
-            h.reshape(n * t, d), head.weight, targets.reshape(n * t), temperature=temperature,
-            bias=getattr(head, "bias", None),
-        ).view(n, t)  # fmt: skip
+        logps = token_logprobs(h, head.weight, targets, temperature=temperature, bias=bias)
     else:
         raise ValueError(f"impl must be 'fused' or 'naive', got {impl!r}")
     return logps * rollout.completion_mask

@@ -29,7 +29,7 @@ from vgrpo.metrics import MetricsLogger
 from vgrpo.mixture import MixtureSampler
 from vgrpo.models.adapters import TINY, ModelAdapter, select_adapter
 from vgrpo.plugins import PluginRegistry, get_registry
-from vgrpo.rollout import Rollout, completion_logprobs, eos_token_ids, sample
+from vgrpo.rollout import Rollout, completion_hidden, completion_logprobs, eos_token_ids, sample
 from vgrpo.scoring import resolve_weights, score
 from vgrpo.task import Sample, Task, TaskParams
 
@@ -233,14 +233,22 @@ class Trainer:
 
     def _loss(self, rollout: Rollout, advantages: torch.Tensor, mask: torch.Tensor, old: Any, ref: Any,
               num_items: float) -> Any:  # fmt: skip
+        """GRPO loss: fused kernels straight from hidden states, or log_softmax log-probs + the reference loss."""
         g, gen = self.config.grpo, self.config.generation
-        logps = completion_logprobs(self.model, self.adapter, rollout, temperature=gen.temperature,
-                                    impl=self.config.model.logprobs)  # fmt: skip
-        return grpo_loss(
-            logps, old, advantages, mask, loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
-            beta=g.beta, ref_logps=ref, importance_sampling_level=g.importance_sampling_level,
-            max_completion_length=gen.max_completion_length, num_items=num_items,
-        )  # fmt: skip
+        common = {
+            "loss_type": g.loss_type, "epsilon": g.epsilon, "epsilon_high": g.epsilon_high, "beta": g.beta,
+            "importance_sampling_level": g.importance_sampling_level,
+            "max_completion_length": gen.max_completion_length, "num_items": num_items,
+        }  # fmt: skip
+        if self.config.model.logprobs == "fused":
+            from vgrpo.kernels import fused_grpo_loss
+
+            hidden, head = completion_hidden(self.model, self.adapter, rollout)
+            return fused_grpo_loss(hidden, head.weight, rollout.completion_ids, advantages, mask, old_logps=old,
+                                   ref_logps=ref, temperature=gen.temperature, bias=getattr(head, "bias", None),
+                                   **common)  # fmt: skip
+        logps = completion_logprobs(self.model, self.adapter, rollout, temperature=gen.temperature, impl="naive")
+        return grpo_loss(logps, old, advantages, mask, ref_logps=ref, **common)
 
     def _logps_no_grad(self, model: Any, rollout: Rollout) -> torch.Tensor:
         with torch.no_grad():
