@@ -1,14 +1,17 @@
-"""Shared fixtures: fake plugin distributions on a temporary path (no pip install needed)."""
+"""Shared fixtures: fake plugin distributions on a temporary path (no pip install needed), and TRL as an oracle."""
 
 from __future__ import annotations
 
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+import types
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 TASK_SOURCE = '''
 import vgrpo
@@ -90,3 +93,28 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeS
     yield site
     for m in site.modules:
         sys.modules.pop(m, None)
+
+
+@pytest.fixture
+def trl_trainer() -> Callable[..., types.SimpleNamespace]:
+    """A factory of just enough of a TRL GRPOTrainer for its unbound ``_compute_loss`` to run on given
+    per-token log-probs: TRL's own loss code is the oracle for vgrpo's."""
+
+    def _fake_trainer(logps, *, loss_type, beta, eps, eps_high, level, max_len):
+        """Just enough of a GRPOTrainer for its unbound _compute_loss to run on given per-token log-probs."""
+        acc = types.SimpleNamespace(
+            num_processes=1, sync_gradients=True,
+            gather=lambda x: x, gather_for_metrics=lambda x: x, reduce=lambda x, reduction="sum": x,
+        )  # fmt: skip
+        args = types.SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1)
+        fake = types.SimpleNamespace(
+            accelerator=acc, args=args, loss_type=loss_type, beta=beta, epsilon_low=eps, epsilon_high=eps_high,
+            importance_sampling_level=level, max_completion_length=max_len, top_entropy_quantile=1.0,
+            off_policy_mask_threshold=None, use_vllm=False, aux_loss_enabled=False, _entropy_bonus_enabled=False,
+            current_gradient_accumulation_steps=1, model=types.SimpleNamespace(training=True),
+            _metrics={"train": defaultdict(list)},
+        )  # fmt: skip
+        fake._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
+        return fake
+
+    return _fake_trainer

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-from collections import defaultdict
 
 import pytest
 import torch
@@ -15,24 +13,6 @@ from vgrpo.loss import grpo_loss
 
 B, T, H, V = 6, 9, 16, 67
 MAX_LEN = 12
-
-
-def _fake_trainer(logps, *, loss_type, beta, eps, eps_high, level, max_len):
-    """Just enough of a GRPOTrainer for its unbound _compute_loss to run on given per-token log-probs."""
-    acc = types.SimpleNamespace(
-        num_processes=1, sync_gradients=True,
-        gather=lambda x: x, gather_for_metrics=lambda x: x, reduce=lambda x, reduction="sum": x,
-    )  # fmt: skip
-    args = types.SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1)
-    fake = types.SimpleNamespace(
-        accelerator=acc, args=args, loss_type=loss_type, beta=beta, epsilon_low=eps, epsilon_high=eps_high,
-        importance_sampling_level=level, max_completion_length=max_len, top_entropy_quantile=1.0,
-        off_policy_mask_threshold=None, use_vllm=False, aux_loss_enabled=False, _entropy_bonus_enabled=False,
-        current_gradient_accumulation_steps=1, model=types.SimpleNamespace(training=True),
-        _metrics={"train": defaultdict(list)},
-    )  # fmt: skip
-    fake._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
-    return fake
 
 
 def batch(seed=0, temperature=0.9, dtype=torch.float32):
@@ -63,7 +43,7 @@ def naive_logps(hid, w, ids, temperature):
 @pytest.mark.parametrize("level", ["token", "sequence"])
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 @pytest.mark.parametrize("chunk_size", [4, 13, None])
-def test_loss_and_gradients_match_trl(loss_type, level, beta, chunk_size):
+def test_loss_and_gradients_match_trl(loss_type, level, beta, chunk_size, trl_trainer):
     temperature, eps, eps_high = 0.9, 0.2, 0.28
     hid, w, ids, mask, old, ref, adv = batch()
     out = fused_grpo_loss(
@@ -80,7 +60,7 @@ def test_loss_and_gradients_match_trl(loss_type, level, beta, chunk_size):
         "completion_ids": ids.clamp(min=0), "completion_mask": mask, "advantages": adv,
         "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum(),
     }  # fmt: skip
-    fake = _fake_trainer(logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level, max_len=MAX_LEN)
+    fake = trl_trainer(logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level, max_len=MAX_LEN)
     trl_loss = GRPOTrainer._compute_loss(fake, None, inputs)
     th, tw = torch.autograd.grad(trl_loss, (rh, rw))
 
