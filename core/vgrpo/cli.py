@@ -357,6 +357,60 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vgrpo data ------------------------------------------------------------------------------------------------
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "synth":
+        return _data_synth(args)
+    return _data_check(args)
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from vgrpo.synth import synthesize
+
+    if not args.path:
+        raise ParamsError("data synth: expected an output folder, e.g. `vgrpo data synth data/tiny`")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    paths = synthesize(args.path, n_per_task=args.n, tasks=tasks, seed=args.seed, image_size=args.image_size)
+    table = Table(title=f"synthetic dataset in {args.path}", title_justify="left")
+    for col in ("task", "file", "records"):
+        table.add_column(col)
+    for task, path in paths.items():
+        for split in sorted(path.parent.glob("*.jsonl")):
+            n = sum(1 for line in split.open(encoding="utf-8") if line.strip())
+            table.add_row(*_cells(task, str(split), str(n)))
+    _console().print(table)
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from vgrpo.data import check_jsonl
+
+    if not args.task or not args.path:
+        raise ParamsError("data check: expected --task TASK and a JSONL file, e.g. `vgrpo data check --task rec d.jsonl`")
+    task = _registry(args).task(args.task)
+    with Progress(console=_console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(f"checking {args.path}", total=None)
+        problems = check_jsonl(args.path, task, image_root=args.image_root, decode=True,
+                               on_line=lambda _: progress.advance(bar))  # fmt: skip
+    if args.json:
+        rows = [{"file": p.file, "line": p.line, "field": p.field, "problem": p.reason} for p in problems]
+        print(json.dumps({"file": args.path, "task": args.task, "problems": rows}, indent=2))
+        return 1 if problems else 0
+    con = _console()
+    if not problems:
+        con.print(Text(f"{args.path}: no problems for task {args.task}", style="green"))
+        return 0
+    table = Table(title=f"{len(problems)} problem(s) in {args.path} (task {args.task})", title_justify="left")
+    for col in ("line", "field", "problem"):
+        table.add_column(col, overflow="fold")
+    for p in problems:
+        table.add_row(*_cells(str(p.line or ""), p.field or "", p.reason))
+    con.print(table)
+    return 1
+
+
 # -- vgrpo train / config ------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from vgrpo.config import load_config
@@ -421,6 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.set_defaults(func=cmd_config)
 
+    p = sub.add_parser("data", parents=[common], help="`data synth OUT_DIR` or `data check --task T FILE`")
+    p.add_argument("action", choices=["synth", "check"])
+    p.add_argument("path", nargs="?", help="output folder (synth) or JSONL file (check)")
+    p.add_argument("--task", help="task whose records the file holds (check)")
+    p.add_argument("--image-root", help="folder image paths are relative to (check; default: the file's)")
+    p.add_argument("--n", type=int, default=200, help="train records per task (synth, default 200)")
+    p.add_argument("--tasks", default="rec,ovd,count,math", help="tasks to write (synth)")
+    p.add_argument("--seed", type=int, default=0, help="seed (synth)")
+    p.add_argument("--image-size", type=int, default=224, help="image side in pixels (synth)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (check)")
+    p.set_defaults(func=cmd_data)
+
     p = sub.add_parser("env", parents=[common], help="versions and plugins, for bug reports")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_env)
@@ -429,11 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # argparse consumes positionals in contiguous runs, so `score TASK --params X FILE` leaves FILE over.
+    # argparse consumes positionals in contiguous runs, so `score TASK --params X FILE` (or
+    # `data check --task T FILE`) leaves FILE over.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command == "score" and args.file is None and len(extra) == 1 and (extra[0] == "-" or not extra[0].startswith("-")):
-            args.file = extra[0]
+        slot = next((n for n in ("file", "path") if getattr(args, n, "") is None), None)
+        if slot and len(extra) == 1 and (extra[0] == "-" or not extra[0].startswith("-")):
+            setattr(args, slot, extra[0])
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from rich.logging import RichHandler

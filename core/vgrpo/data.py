@@ -19,12 +19,15 @@ from vgrpo.task import Sample, Task
 KNOWN_FIELDS = ("id", "image", "question", "solution", "image_size", "input_size")
 
 
+def _positive(v: Any) -> bool:
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _size(value: Any, name: str) -> tuple[float, float]:
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)
-    )
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_positive(v) for v in value)
     if not ok:
         raise DataError(f"expected [width, height] as two positive numbers, got {value!r}", field=name)
     return float(value[0]), float(value[1])

@@ -1,0 +1,45 @@
+"""`vgrpo data check` reports every problem of a file with its line, and exits 1; a clean file exits 0."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from vgrpo import cli
+
+
+def test_check_reports_all_problems_with_line_numbers(tmp_path, capsys):
+    Image.new("RGB", (40, 30)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    lines = [
+        json.dumps({"id": "1", "image": "ok.png", "solution": [1, 2, 3, 4], "image_size": [40, 30]}),
+        "{not json",
+        json.dumps({"id": "3", "image": "ok.png"}),
+        json.dumps({"id": "4", "image": "missing.png", "solution": [1, 2, 3, 4]}),
+        json.dumps({"id": "5", "image": "broken.png", "solution": [1, 2, 3, 4]}),
+        json.dumps({"id": "6", "image": "ok.png", "solution": [1, 2, 3, 4], "image_size": [400, 300]}),
+    ]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    assert cli.main(["data", "check", "--task", "rec", str(f), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    by_line = {p["line"]: p for p in problems}
+    assert set(by_line) == {2, 3, 4, 5, 6}
+    assert "invalid JSON" in by_line[2]["problem"]
+    assert by_line[3]["field"] == "solution"
+    assert by_line[4]["field"] == "image" and "not found" in by_line[4]["problem"]
+    assert by_line[5]["field"] == "image"
+    assert by_line[6]["field"] == "image_size"
+
+
+def test_a_clean_synthetic_file_passes(tmp_path, capsys):
+    assert cli.main(["data", "synth", str(tmp_path / "d"), "--n", "4", "--tasks", "count"]) == 0
+    capsys.readouterr()
+    assert cli.main(["data", "check", "--task", "count", str(tmp_path / "d" / "count" / "train.jsonl")]) == 0
+    assert "no problems" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert cli.main(["data", "check", str(tmp_path / "x.jsonl")]) == 2  # no --task
+    assert cli.main(["data", "check", "--task", "rec", str(tmp_path / "missing.jsonl")]) == 2

@@ -1,0 +1,110 @@
+"""Synthetic scenes: deterministic, exact ground truth, records every task loads, perfect answers score 1."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vgrpo
+from vgrpo.data import load_jsonl
+from vgrpo.synth import synthesize
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return out, synthesize(out, n_per_task=24, seed=3)
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
+    out, paths = dataset
+    again = synthesize(tmp_path / "again", n_per_task=24, seed=3)
+    other = synthesize(tmp_path / "other", n_per_task=24, seed=4)
+    for task in paths:
+        assert paths[task].read_text() == again[task].read_text()
+    assert paths["rec"].read_text() != other["rec"].read_text()
+    image = _records(paths["rec"])[0]["image"]
+    assert (paths["rec"].parent / image).read_bytes() == (again["rec"].parent / image).read_bytes()
+
+
+def test_every_record_loads_for_its_task(dataset):
+    _, paths = dataset
+    registry = vgrpo.get_registry()
+    for task, path in paths.items():
+        samples = load_jsonl(path, registry.task(task), read_sizes=True)
+        assert len(samples) == 24
+        if task != "math":
+            assert all(s.images and s.image_size == (224.0, 224.0) for s in samples)
+
+
+def _colour_mask(img, box, pad=3):
+    """Pixels that are not background within box + pad (the scenes are shapes on white)."""
+    arr = np.asarray(img.convert("RGB")).astype(int)
+    x1, y1, x2, y2 = box
+    region = arr[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad]
+    return (region.sum(axis=2) < 3 * 250), (x1 - max(0, x1 - pad), y1 - max(0, y1 - pad))
+
+
+def test_ovd_boxes_are_tight_around_the_drawn_shapes(dataset):
+    _, paths = dataset
+    checked = 0
+    for rec in _records(paths["ovd"])[:10]:
+        img = Image.open(paths["ovd"].parent / rec["image"])
+        for obj in rec["solution"]:
+            x1, y1, x2, y2 = obj["bbox_2d"]
+            mask, (ox, oy) = _colour_mask(img, (x1, y1, x2, y2))
+            # the shape's ink touches every side of its box
+            inner = mask[oy : oy + (y2 - y1), ox : ox + (x2 - x1)]
+            assert inner[:, 0].any() and inner[:, -1].any() and inner[0, :].any() and inner[-1, :].any()
+            checked += 1
+    assert checked > 5
+
+
+def test_counts_match_the_ovd_ground_truth_of_the_same_scene(dataset):
+    _, paths = dataset
+    scenes = {r["image"]: r for r in _records(paths["ovd"])}
+    for rec in _records(paths["count"]):
+        q = rec["question"].lower()
+        assert isinstance(rec["solution"], int) and rec["solution"] >= 0
+        if rec["image"] in scenes and q.startswith("how many ") and "shapes" not in q:
+            label = q[len("how many ") : q.index(" are there")].rstrip("s")
+            listed = scenes[rec["image"]]["question"].lower()
+            if len(label.split()) == 2 and label in listed:  # "colour kind", asked by the scene's OVD question
+                n = sum(o["label"] == label for o in scenes[rec["image"]]["solution"])
+                assert n == rec["solution"], (rec, scenes[rec["image"]])
+
+
+def test_perfect_completions_score_full_accuracy(dataset):
+    _, paths = dataset
+    registry = vgrpo.get_registry()
+    answers = {
+        "rec": lambda s: json.dumps({"bbox_2d": s.solution}),
+        "ovd": lambda s: json.dumps(s.solution),
+        "count": lambda s: str(s.solution),
+        "math": lambda s: f"\\boxed{{{s.solution}}}",
+    }
+    for task_name, path in paths.items():
+        task = registry.task(task_name)
+        samples = load_jsonl(path, task)
+        completions = [f"<think>t</think><answer>{answers[task_name](s)}</answer>" for s in samples]
+        results = vgrpo.score(task, completions, samples)
+        assert all(r.rewards["accuracy"] == pytest.approx(1.0) for r in results), task_name
+        assert all(r.rewards["format"] == 1.0 for r in results)
+
+
+def test_reuse_keeps_a_matching_folder_and_bad_arguments_are_refused(tmp_path):
+    first = synthesize(tmp_path / "d", n_per_task=4, seed=1)
+    stamp = first["rec"].stat().st_mtime_ns
+    assert synthesize(tmp_path / "d", n_per_task=4, seed=1, reuse=True) == first
+    assert first["rec"].stat().st_mtime_ns == stamp
+    with pytest.raises((vgrpo.VgrpoError, ValueError)):
+        synthesize(tmp_path / "e", n_per_task=-1)
+    with pytest.raises((vgrpo.VgrpoError, ValueError)):
+        synthesize(tmp_path / "e", tasks=["nope"])
