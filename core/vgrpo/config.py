@@ -116,6 +116,19 @@ class OptimConfig(_Section):
     max_steps: int = Field(100, gt=0, description="Optimizer steps to train.")
 
 
+class RewardRuntimeConfig(_Section):
+    """Where rewards are computed during training."""
+
+    workers: int = Field(
+        1, ge=0, description="Reward worker processes (tasks of a step are scored in parallel); 0 scores in the "
+        "training process, with no time limit.",
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="Time limit of one task's reward call in a worker; past it the call's "
+        "completions score each reward's minimum and are counted as timeouts.",
+    )
+
+
 class LoggingConfig(_Section):
     """Where metrics go."""
 
@@ -146,6 +159,7 @@ class TrainConfig(_Section):
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    rewards: RewardRuntimeConfig = Field(default_factory=RewardRuntimeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

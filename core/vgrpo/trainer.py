@@ -29,6 +29,7 @@ from vgrpo.metrics import MetricsLogger
 from vgrpo.mixture import MixtureSampler
 from vgrpo.models.adapters import TINY, ModelAdapter, select_adapter
 from vgrpo.plugins import PluginRegistry, get_registry
+from vgrpo.reward_pool import RewardPool
 from vgrpo.rollout import Rollout, completion_hidden, completion_logprobs, eos_token_ids, sample
 from vgrpo.scoring import resolve_weights, score
 from vgrpo.task import Sample, Task, TaskParams
@@ -89,6 +90,8 @@ class Trainer:
         self.ref_model = self._setup_reference()
         self.optimizer, self.scheduler = self._setup_optimizer()
         self.eos_ids = eos_token_ids(self.model, self.processor)
+        workers = cfg.rewards.workers
+        self.reward_pool = RewardPool(workers, cfg.rewards.timeout_s) if workers > 0 else None
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         self.metrics = MetricsLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
@@ -211,14 +214,23 @@ class Trainer:
         return rollout, entry_ids, samples
 
     def _rewards(self, rollout: Rollout, entry_ids: list[int], samples: list[Sample]) -> tuple[torch.Tensor, dict]:
-        totals = torch.zeros(len(samples))
-        per_task: dict[str, Any] = defaultdict(lambda: defaultdict(list))
+        """Each completion scored by its own task's parser and rewards (in the reward workers when enabled)."""
+        groups = []
         for e, entry in enumerate(self.entries):
             rows = [i for i, x in enumerate(entry_ids) if x == e]
-            if not rows:
-                continue
-            results = score(entry.task, [rollout.texts[i] for i in rows], [samples[i] for i in rows], entry.params,
-                            entry.weights, plugin_rewards=self.registry.rewards, failures=self._counters)  # fmt: skip
+            if rows:
+                groups.append((entry, rows, {
+                    "task": entry.task, "completions": [rollout.texts[i] for i in rows],
+                    "samples": [samples[i] for i in rows], "params": entry.params, "weights": entry.weights,
+                }))  # fmt: skip
+        if self.reward_pool is not None:
+            all_results = self.reward_pool.score_many([call for _, _, call in groups], failures=self._counters)
+        else:
+            all_results = [score(**call, plugin_rewards=self.registry.rewards, failures=self._counters)
+                           for _, _, call in groups]  # fmt: skip
+        totals = torch.zeros(len(samples))
+        per_task: dict[str, Any] = defaultdict(lambda: defaultdict(list))
+        for (entry, rows, _), results in zip(groups, all_results):
             stats = per_task[entry.task.name]
             for i, r in zip(rows, results):
                 totals[i] = r.reward
@@ -436,5 +448,7 @@ class Trainer:
     def cleanup(self) -> None:
         if hasattr(self, "metrics"):
             self.metrics.close()
+        if getattr(self, "reward_pool", None) is not None:
+            self.reward_pool.close()
 
 

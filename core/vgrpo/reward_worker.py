@@ -1,0 +1,56 @@
+"""The reward worker process: scores batches for the trainer (see :mod:`vgrpo.reward_pool`).
+
+Started as ``python -m vgrpo.reward_worker IN_FD OUT_FD``; it loads the installed plugins itself, answers
+("ready", pid), then one reply per request until its inbox closes. It exits when its parent dies.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def _exit_with_parent(parent: int) -> None:
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="vgrpo-reward-parent-watch", daemon=True).start()
+
+
+def serve(inbox: Connection, outbox: Connection) -> None:
+    from vgrpo.plugins import get_registry
+    from vgrpo.scoring import score
+
+    registry = get_registry()
+    outbox.send(("ready", os.getpid()))
+    while True:
+        try:
+            request: dict[str, Any] = inbox.recv()
+        except (EOFError, OSError):
+            return
+        failures: Counter[str] = Counter()
+        try:
+            task = registry.task(request["task"])
+            results = score(task, request["completions"], request["samples"], request["params"], request["weights"],
+                            plugin_rewards=registry.rewards, failures=failures)  # fmt: skip
+            outbox.send(("ok", results, failures))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the minimum
+            outbox.send(("error", f"{type(exc).__name__}: {exc}", failures))
+
+
+def main(argv: list[str]) -> None:
+    inbox, outbox = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
+    _exit_with_parent(os.getppid())
+    serve(inbox, outbox)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
