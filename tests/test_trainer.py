@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from vgrpo.config import load_config
 from vgrpo.plugins import load_plugins
@@ -142,3 +143,17 @@ def test_fused_and_naive_paths_give_the_same_training_metrics(with_letter, tmp_p
     for a, b in zip(rows["fused"], rows["naive"]):
         for key in ("loss", "kl", "clip_ratio", "grad_norm", "reward"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
+
+
+def test_out_of_memory_names_the_knobs_to_turn(data, tmp_path, monkeypatch):
+    from vgrpo import TrainingError
+
+    def oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train_step", oom)
+    with pytest.raises(TrainingError) as info:
+        Trainer(_config(data, tmp_path / "run", "optim.max_steps=2")).train()
+    msg = str(info.value)
+    assert "optim.prompts_per_step=2" in msg and "grpo.num_generations=2" in msg
+    assert "model.gradient_checkpointing=true" in msg and "generation.max_completion_length=8" in msg

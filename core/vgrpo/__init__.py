@@ -14,6 +14,7 @@ from vgrpo.errors import (
     ParamsError,
     PluginError,
     PluginLoadError,
+    TrainingError,
     UnknownNameError,
     VgrpoError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Score",
     "Task",
     "TaskParams",
+    "TrainingError",
     "UnknownNameError",
     "VgrpoError",
     "__version__",

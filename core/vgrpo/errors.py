@@ -6,7 +6,8 @@
     │   ├── NameConflictError       the same task/reward name from two distributions
     │   ├── UnknownNameError        a task/reward/adapter name nobody registered
     │   └── MissingPluginsError     ``required_plugins`` not satisfied
-    ├── ParamsError                 bad task params or reward weights
+    ├── ParamsError                 bad task params, reward weights or config keys
+    ├── TrainingError               training cannot go on (non-finite loss, out of memory)
     └── DataError                   a bad JSONL record: file, line, field, what was expected
 """
 
@@ -40,6 +41,10 @@ class UnknownNameError(PluginError, KeyError):
 
 class MissingPluginsError(PluginError):
     """The plugins a config requires are not installed at the required versions."""
+
+
+class TrainingError(VgrpoError):
+    """Training cannot continue (a loss that stays non-finite, out of memory); the message says what to change."""
 
 
 class ParamsError(VgrpoError, ValueError):

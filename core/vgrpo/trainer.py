@@ -23,7 +23,7 @@ import torch
 from vgrpo.advantages import group_advantages
 from vgrpo.config import TrainConfig, dump_config
 from vgrpo.data import load_jsonl
-from vgrpo.errors import DataError, VgrpoError
+from vgrpo.errors import DataError, TrainingError
 from vgrpo.loss import grpo_loss
 from vgrpo.metrics import MetricsLogger
 from vgrpo.mixture import MixtureSampler
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
 MAX_NONFINITE_STEPS = 3
-
-
-class TrainingError(VgrpoError):
-    """Training cannot continue (e.g. the loss stayed non-finite); a checkpoint was written first."""
 
 
 @dataclass
@@ -62,6 +58,19 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def out_of_memory_message(config: TrainConfig, exc: BaseException) -> str:
+    """What to lower when a step runs out of memory, with the current values."""
+    c = config
+    return (
+        f"out of memory at a training step ({type(exc).__name__}). Lower one of: optim.prompts_per_step="
+        f"{c.optim.prompts_per_step} (raise optim.gradient_accumulation_steps={c.optim.gradient_accumulation_steps} "
+        f"to keep the batch), grpo.num_generations={c.grpo.num_generations}, generation.max_completion_length="
+        f"{c.generation.max_completion_length}, model.max_pixels={c.model.max_pixels}; or set "
+        f"model.gradient_checkpointing=true (now {str(c.model.gradient_checkpointing).lower()}), "
+        f"model.dtype=bfloat16 (now {c.model.dtype}), model.lora.enabled=true, or grpo.beta=0 (no reference model)."
+    )
 
 
 class Trainer:
@@ -365,6 +374,17 @@ class Trainer:
                 f.write(json.dumps({"step": self.step + 1, "task": task, "id": samples[i].id,
                                     "completion": text, "reward": float(rewards[i])}, ensure_ascii=False) + "\n")
 
+    def _guarded_step(self) -> list[dict[str, Any]]:
+        """train_step, with an out-of-memory error turned into one that names the knobs to turn."""
+        try:
+            return self.train_step()
+        except torch.OutOfMemoryError as exc:
+            raise TrainingError(out_of_memory_message(self.config, exc)) from exc
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+                raise TrainingError(out_of_memory_message(self.config, exc)) from exc
+            raise
+
     # -- checkpoints -----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """checkpoint-<step>/: model (safetensors) + processor, optimizer, scheduler, RNG, sampler, config."""
@@ -429,7 +449,7 @@ class Trainer:
                           TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
                 bar = progress.add_task("train", total=cfg.optim.max_steps, completed=self.step, info="")
                 while self.step < cfg.optim.max_steps and not self._stop_requested:
-                    for row in self.train_step():
+                    for row in self._guarded_step():
                         if self.step % cfg.logging.every == 0 or self.step == cfg.optim.max_steps:
                             self.metrics.log(row)
                         progress.update(bar, completed=self.step,
