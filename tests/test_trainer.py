@@ -157,3 +157,28 @@ def test_out_of_memory_names_the_knobs_to_turn(data, tmp_path, monkeypatch):
     msg = str(info.value)
     assert "optim.prompts_per_step=2" in msg and "grpo.num_generations=2" in msg
     assert "model.gradient_checkpointing=true" in msg and "generation.max_completion_length=8" in msg
+
+
+def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from vgrpo import TrainingError
+
+    real_loss = Trainer._loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, *args, **kwargs):
+        out = real_loss(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1 or calls["n"] >= 3:  # step 1 bad, step 2 fine, steps 3-5 bad
+            return SimpleNamespace(loss=out.loss * float("nan"), kl=out.kl, clip_ratio=out.clip_ratio)
+        return out
+
+    monkeypatch.setattr(Trainer, "_loss", sometimes_nan)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match="3 steps in a row"):
+        Trainer(_config(data, out, "optim.max_steps=10", "checkpoint.every=100")).train()
+    rows = _rows(out)
+    assert [r.get("skipped", False) for r in rows] == [True, False, True, True]  # the 3rd in a row raises
+    assert (out / "checkpoint-5").exists()
+    assert rows[1]["counters/nonfinite_steps"] == 1
