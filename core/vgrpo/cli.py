@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from rich import box
@@ -411,6 +412,62 @@ def _data_check(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- vgrpo eval ------------------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vgrpo.config import load_config
+    from vgrpo.data import load_jsonl
+    from vgrpo.evaluate import EvalSplit, evaluate
+    from vgrpo.models.adapters import TINY, select_adapter
+    from vgrpo.trainer import latest_checkpoint
+
+    registry = _registry(args)
+    if args.config is not None:
+        config = load_config(args.config, args.overrides)
+        out = Path(config.output_dir)
+        model_path = str(latest_checkpoint(out) or config.model.name_or_path) if out.exists() else config.model.name_or_path
+        splits = []
+        for entry in config.tasks:
+            task = registry.task(entry.task)
+            files = config.eval.data.get(entry.task, entry.data)
+            samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
+            splits.append(EvalSplit(task, task.params(entry.params), samples[: config.eval.max_samples]))
+        batch, new_tokens = config.eval.batch_size, config.eval.max_new_tokens or config.generation.max_completion_length
+        eval_dir, adapter_name = out / "eval", config.model.adapter
+    else:
+        if not (args.model and args.task and args.data):
+            raise ParamsError("eval: expected CONFIG, or --model PATH --task TASK --data FILE")
+        task = registry.task(args.task)
+        samples = load_jsonl(args.data, task, image_root=args.image_root)
+        splits = [EvalSplit(task, task.params(_json_arg(args.params, "--params")), samples)]
+        model_path, batch, new_tokens = args.model, args.batch_size, args.max_new_tokens
+        eval_dir, adapter_name = Path(args.output_dir), "auto"
+    if model_path == TINY:
+        model_type = "qwen2_5_vl"
+    else:
+        from transformers import AutoConfig
+
+        try:
+            model_type = AutoConfig.from_pretrained(model_path).model_type
+        except (OSError, ValueError) as exc:
+            raise ParamsError(f"eval: cannot load the model config from {model_path!r}: {exc}") from None
+    adapter = select_adapter(registry.model_adapters, adapter_name, model_type)
+    model, processor = adapter.load(model_path)
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=_console(stderr=True)) as progress:  # fmt: skip
+        metrics = evaluate(model, processor, adapter, splits, eval_dir, batch_size=batch, max_new_tokens=new_tokens,
+                           progress=progress)  # fmt: skip
+    table = Table(title=f"eval of {model_path} → {eval_dir}/eval_metrics.json", title_justify="left")
+    for col in ("task", "metric", "value"):
+        table.add_column(col)
+    for task_name, values in metrics.items():
+        for key, value in values.items():
+            table.add_row(*_cells(task_name, key, f"{value:.4f}" if key != "n" else f"{value:.0f}"))
+    _console().print(table)
+    return 0
+
+
 # -- vgrpo train / config ------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from vgrpo.config import load_config
@@ -486,6 +543,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224, help="image side in pixels (synth)")
     p.add_argument("--json", action="store_true", help="machine-readable output (check)")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("eval", parents=[common], help="evaluate a model on task splits: each task's own metric")
+    p.add_argument("config", nargs="?", help="YAML config (evaluates its output_dir's latest checkpoint, else its model)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides")
+    p.add_argument("--model", help="model path or hub id (without CONFIG)")
+    p.add_argument("--task", help="task name (without CONFIG)")
+    p.add_argument("--data", help="JSONL split (without CONFIG)")
+    p.add_argument("--params", help="task params as JSON (without CONFIG)")
+    p.add_argument("--image-root", help="folder image paths are relative to")
+    p.add_argument("--output-dir", default="eval", help="where predictions.jsonl and eval_metrics.json go")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("env", parents=[common], help="versions and plugins, for bug reports")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -129,6 +129,18 @@ class RewardRuntimeConfig(_Section):
     )
 
 
+class EvalConfig(_Section):
+    """`vgrpo eval CONFIG`: which data, and how to generate."""
+
+    data: dict[str, list[str]] = Field(
+        default_factory=dict, description="Evaluation JSONL file(s) per task name; tasks not listed use their "
+        "training data (the `tasks:` entries).",
+    )
+    max_samples: int | None = Field(None, gt=0, description="Evaluate at most this many records per task.")
+    batch_size: int = Field(8, gt=0, description="Prompts per generation batch.")
+    max_new_tokens: int | None = Field(None, gt=0, description="Default: generation.max_completion_length.")
+
+
 class LoggingConfig(_Section):
     """Where metrics go."""
 
@@ -160,6 +172,7 @@ class TrainConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     rewards: RewardRuntimeConfig = Field(default_factory=RewardRuntimeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

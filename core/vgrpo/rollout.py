@@ -71,16 +71,23 @@ def visual_token_ids(model: Any) -> list[int]:
 
 @torch.no_grad()
 def sample(
-    model: Any, processor: Any, inputs: dict[str, torch.Tensor], gen: GenerationConfig, eos_ids: Sequence[int]
+    model: Any,
+    processor: Any,
+    inputs: dict[str, torch.Tensor],
+    gen: GenerationConfig,
+    eos_ids: Sequence[int],
+    *,
+    greedy: bool = False,
 ) -> Rollout:
-    """One sampled completion per input row (rows are already repeated G times)."""
+    """One completion per input row (rows are already repeated G times); sampled, or greedy for evaluation."""
     tokenizer = processor.tokenizer
+    sampling = {} if greedy else {
+        "temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k if gen.top_k > 0 else None,
+    }  # fmt: skip
     out = model.generate(
         **inputs,
-        do_sample=True,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        top_k=gen.top_k if gen.top_k > 0 else None,
+        do_sample=not greedy,
+        **sampling,
         max_new_tokens=gen.max_completion_length,
         eos_token_id=list(eos_ids),
         pad_token_id=tokenizer.pad_token_id,
