@@ -68,3 +68,17 @@ def test_a_saved_tiny_checkpoint_loads_through_the_normal_path(tmp_path):
     path = save_tiny(tmp_path / "ckpt")
     model, processor = Qwen25VLAdapter().load(str(path))
     assert model.config.model_type == "qwen2_5_vl" and processor.tokenizer.convert_tokens_to_ids("<think>") > 255
+
+
+def test_a_group_of_repeated_prompts_encodes_as_if_each_row_were_encoded(tiny):
+    """GRPO repeats each prompt G times: the Qwen adapter preprocesses each image once and repeats the rows."""
+    adapter, model, processor = tiny
+    messages, images = _batch()
+    rows_m = [m for m in messages for _ in range(3)]  # the very same objects back to back, as the trainer builds
+    rows_i = [i for i in images for _ in range(3)]
+    fast = adapter.encode(processor, rows_m, rows_i)
+    plain = ModelAdapter.encode(adapter, processor, rows_m, rows_i)
+    assert set(fast) == set(plain)
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=0)
+    assert adapter.input_sizes(processor, fast, rows_i) == adapter.input_sizes(processor, plain, rows_i)

@@ -110,6 +110,18 @@ class Qwen2VLAdapter(ModelAdapter):
     def processor_kwargs(self, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
         return {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
 
+    def encode(self, processor: Any, messages: Sequence[list[dict[str, Any]]], images: Sequence[list[Any]]) -> Any:
+        """Left-padded model inputs; a run of identical rows (a GRPO group: the same prompt and image objects G
+        times in a row) is encoded once and repeated, so each image is preprocessed once per group, not G times."""
+        runs = _identical_runs(messages, images)
+        if len(runs) < len(messages):
+            firsts = [start for start, _ in runs]
+            unique = super().encode(processor, [messages[i] for i in firsts], [images[i] for i in firsts])
+            repeated = _repeat_rows(unique, [n for _, n in runs], [len(images[i]) for i in firsts])
+            if repeated is not None:
+                return repeated
+        return super().encode(processor, messages, images)
+
     def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
         grids = inputs.get("image_grid_thw")
         patch = getattr(processor.image_processor, "patch_size", self.patch_size)
@@ -146,6 +158,40 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_types = ("qwen3_vl", "qwen3_vl_moe")
     default_coords = "norm1000"
     patch_size = 16
+
+
+def _identical_runs(messages: Sequence[Any], images: Sequence[Any]) -> list[tuple[int, int]]:
+    """(start, length) of each run of rows that are the very same message and image-list objects."""
+    runs: list[tuple[int, int]] = []
+    for i in range(len(messages)):
+        if runs and messages[i] is messages[i - 1] and images[i] is images[i - 1]:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+def _repeat_rows(inputs: Any, counts: list[int], n_images: list[int]) -> Any:
+    """Qwen-VL processor outputs with row i repeated ``counts[i]`` times (its image patches and grids too);
+    ``None`` when an output has a layout this does not know."""
+    from transformers import BatchFeature
+
+    grid = inputs.get("image_grid_thw")
+    repeat = torch.tensor(counts)
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key == "image_grid_thw":
+            blocks = torch.split(value, n_images)
+        elif key == "pixel_values" and grid is not None:  # patches of all images, concatenated
+            per_row = [int(g.prod(-1).sum()) for g in torch.split(grid, n_images)]
+            blocks = torch.split(value, per_row)
+        elif torch.is_tensor(value) and value.dim() > 0 and value.size(0) == len(counts):
+            out[key] = value.repeat_interleave(repeat, dim=0)
+            continue
+        else:
+            return None
+        out[key] = torch.cat([b for b, n in zip(blocks, counts) for _ in range(n)])
+    return BatchFeature(data=out)
 
 
 BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (Qwen2VLAdapter(), Qwen25VLAdapter(), Qwen3VLAdapter(), ModelAdapter())

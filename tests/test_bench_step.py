@@ -1,0 +1,53 @@
+"""The step benchmark runs vgrpo and TRL's GRPOTrainer on the same tiny workload and reports its fields."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("trl")
+
+ROW_FIELDS = {"impl", "step_s", "mean_s", "interval_s", "times", "peak_rss_mib", "step_peak_mib", "baseline_rss_mib",
+              "completion_length", "memory_method", "threads"}  # fmt: skip
+
+
+def test_both_implementations_run_and_the_json_has_the_fields(tmp_path):
+    cmd = [sys.executable, "-m", "vgrpo.bench", "step", "--impl", "all", "--steps", "2", "--warmup", "1", "--prompts",
+           "1", "--num-generations", "2", "--max-new-tokens", "4", "--workdir", str(tmp_path), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["benchmark"] == "step" and doc["settings"]["completions_per_step"] == 2
+    rows = {r["impl"]: r for r in doc["results"]}
+    assert set(rows) == {"vgrpo", "trl"}
+    for row in rows.values():
+        assert ROW_FIELDS <= set(row), row
+        assert len(row["times"]) == 2 and row["step_s"] > 0 and row["peak_rss_mib"] > 0
+        assert row["completion_length"] == 4  # fixed-length generation: the same tokens per step in both
+    assert set(doc["ratios"]) >= {"step_s", "peak_rss_mib"} and len(doc["targets"]) == 2
+
+
+def test_trl_sees_the_same_chat_prompt_as_vgrpo(tmp_path):
+    """Fairness: TRL's dataset rows render to the very text (and image slots) vgrpo encodes."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    from vgrpo.bench.step import _trl_dataset, prepare
+    from vgrpo.data import load_jsonl
+    from vgrpo.models.tiny import load_image_only_processor
+    from vgrpo.plugins import get_registry
+
+    model_dir, data = prepare(tmp_path, 0, "count")
+    processor = load_image_only_processor(model_dir)
+    task = get_registry().task("count")
+    params = task.params({})
+    samples = load_jsonl(data, task)[:3]
+    dataset = _trl_dataset(task, params, samples)
+    for sample, row in zip(samples, dataset):
+        ours = processor.apply_chat_template(task.build_prompt(sample, params), add_generation_prompt=True,
+                                             tokenize=False)  # fmt: skip
+        theirs = processor.apply_chat_template(prepare_multimodal_messages(row["prompt"], images=row["images"]),
+                                               add_generation_prompt=True, tokenize=False)  # fmt: skip
+        assert theirs == ours and ours.count("<|image_pad|>") == 1
