@@ -108,3 +108,90 @@ def test_reuse_keeps_a_matching_folder_and_bad_arguments_are_refused(tmp_path):
         synthesize(tmp_path / "e", n_per_task=-1)
     with pytest.raises((vgrpo.VgrpoError, ValueError)):
         synthesize(tmp_path / "e", tasks=["nope"])
+
+
+# -- exact ground truth, checked against scenes.jsonl and the pixels ------------------------------------------
+from vgrpo.synth import COLOURS, SCENES, draw_scene, referring_expressions  # noqa: E402
+
+
+def _scenes(out):
+    return {s["image"]: s for s in _records(out / SCENES)}
+
+
+def test_every_file_is_byte_identical_for_the_same_seed(dataset, tmp_path):
+    out, _ = dataset
+    again = tmp_path / "again"
+    synthesize(again, n_per_task=24, seed=3)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
+
+
+def test_boxes_are_tight_and_no_shape_colour_lies_outside(dataset):
+    out, _ = dataset
+    for scene in list(_scenes(out).values())[:12]:
+        arr = np.asarray(Image.open(out / scene["image"]).convert("RGB"))
+        for shape in scene["shapes"]:
+            x1, y1, x2, y2 = shape["bbox_2d"]
+            mine = (arr == COLOURS[shape["colour"]]).all(axis=2)
+            inside = mine[y1:y2, x1:x2]
+            assert inside[:, 0].any() and inside[:, -1].any() and inside[0, :].any() and inside[-1, :].any()
+            outside = mine.copy()
+            outside[y1:y2, x1:x2] = False
+            # other shapes of the same colour are the only ink of that colour allowed outside the box
+            same_colour = [o for o in scene["shapes"] if o is not shape and o["colour"] == shape["colour"]]
+            for ox1, oy1, ox2, oy2 in (o["bbox_2d"] for o in same_colour):
+                outside[oy1:oy2, ox1:ox2] = False
+            assert not outside.any(), (scene["name"], shape)
+
+
+def test_count_solutions_equal_the_shapes_of_that_kind(dataset):
+    out, paths = dataset
+    scenes = _scenes(out)
+    zeros = 0
+    for rec in _records(paths["count"]):
+        words = rec["question"][len("How many ") : -len(" are there?")].split()
+        colour = words[0] if words[0] in COLOURS else None
+        kind = None if words[-1] == "shapes" else words[-1].rstrip("s")
+        shapes = scenes[rec["image"].removeprefix("../")]["shapes"]
+        want = sum((colour in (None, s["colour"])) and (kind in (None, s["kind"])) for s in shapes)
+        assert rec["solution"] == want, rec
+        zeros += want == 0
+    assert zeros > 0  # absent categories are asked about too
+
+
+def test_rec_phrases_name_exactly_one_shape_and_ovd_lists_are_sometimes_empty_or_partial(dataset):
+    out, paths = dataset
+    scenes = _scenes(out)
+    for rec in _records(paths["rec"]):
+        shapes = scenes[rec["image"].removeprefix("../")]["shapes"]
+        assert sum(s["bbox_2d"] == rec["solution"] for s in shapes) == 1
+        label = next(s["label"] for s in shapes if s["bbox_2d"] == rec["solution"])
+        assert label in rec["question"]
+    empty = partial = 0
+    for rec in _records(paths["ovd"]):
+        shapes = scenes[rec["image"].removeprefix("../")]["shapes"]
+        asked = sorted((s["label"], s["bbox_2d"]) for s in shapes if s["label"] in rec["question"])
+        assert asked == sorted((d["label"], d["bbox_2d"]) for d in rec["solution"])
+        empty += rec["solution"] == []
+        partial += 0 < len(rec["solution"]) < len(shapes)
+    assert empty > 0 and partial > 0
+
+
+def test_a_phrase_for_two_shapes_of_one_label_says_which():
+    for index in range(40):
+        _, scene = draw_scene(0, "train", index)
+        for i, phrase in referring_expressions(scene):
+            same = [s for s in scene.shapes if s.label == scene.shapes[i].label]
+            assert (phrase == f"the {scene.shapes[i].label}") == (len(same) == 1)
+
+
+def test_math_records_are_text_only_and_a_changed_setting_is_not_reused(tmp_path):
+    paths = synthesize(tmp_path / "d", n_per_task=6, tasks=["math"], seed=2)
+    for rec in _records(paths["math"]):
+        a, op, b = rec["question"].removeprefix("What is ").removesuffix("?").split()
+        result = {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
+        assert "image" not in rec and rec["solution"] == str(result)
+    assert not (tmp_path / "d" / "images").exists()
+    bigger = synthesize(tmp_path / "d", n_per_task=8, tasks=["math"], seed=2, reuse=True)
+    assert len(_records(bigger["math"])) == 8
