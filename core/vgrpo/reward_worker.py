@@ -15,7 +15,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
+    """Exit when the parent process dies (checked each second; a C-level operation delays it until it ends)."""
+
     def watch() -> None:
         while True:
             time.sleep(1.0)
@@ -48,7 +50,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
 
 def main(argv: list[str]) -> None:
     inbox, outbox = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
-    _exit_with_parent(os.getppid())
+    exit_with_parent(os.getppid())
     serve(inbox, outbox)
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import time
 from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
+
+from vgrpo.reward_worker import exit_with_parent
 
 #: Address-space cap of the worker (MiB), so one huge integer cannot exhaust the machine before its
 #: deadline (on Linux the OOM killer would likely pick the trainer). 0 disables it.
@@ -187,18 +187,6 @@ def _limit_memory() -> None:
         pass
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit when the parent dies (checked each second; a C-level operation delays it until it ends)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="vgrpo-math-parent-watch", daemon=True).start()
-
-
 def connect(argv: list[str]) -> tuple[Connection, Connection]:
     """The (inbox, outbox) pipes whose file descriptors the parent passed as arguments."""
     return Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
@@ -206,7 +194,7 @@ def connect(argv: list[str]) -> tuple[Connection, Connection]:
 
 def main(argv: list[str]) -> None:
     inbox, outbox = connect(argv)
-    _exit_with_parent(os.getppid())
+    exit_with_parent(os.getppid())
     _limit_memory()
     check = MathVerifyCheck()
     check.warm_up()
