@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import vgrpo
-from vgrpo.config import TrainConfig, dump_config, load_config
+from vgrpo.config import dump_config, load_config
 
 
 def write(tmp_path, data):

@@ -278,7 +278,7 @@ class Trainer:
 
     def train_step(self) -> list[dict[str, Any]]:
         """Generate one batch, then num_iterations optimizer steps on it; returns their metric rows."""
-        cfg, g, o = self.config, self.config.grpo, self.config.optim
+        g, o = self.config.grpo, self.config.optim
         start = time.perf_counter()
         micro = []
         for _ in range(o.gradient_accumulation_steps):

@@ -147,7 +147,6 @@ def _reference_loss(logps: Any, x: dict[str, Any]) -> Any:
 
 def step_fn(impl: str, x: dict[str, Any], temperature: float) -> Callable[[], Any]:
     """A closure running one forward + backward of ``impl``; returns the loss."""
-    import torch
     import torch.nn.functional as F
 
     h, w, ids = x["hidden"], x["weight"], x["ids"]
