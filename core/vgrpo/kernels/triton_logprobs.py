@@ -29,6 +29,29 @@ from vgrpo.kernels.chunked import LossGrad
 
 
 @triton.jit
+def _logit_tile(
+    h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
+    HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    """One [BM, BN] tile of (h @ W.T + b) / T, accumulated in fp32 over H in steps of BK."""
+    cols64 = cols.to(tl.int64)
+    acc = tl.zeros((BM, BN), tl.float32)
+    for k0 in range(0, H, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < H
+        hk = tl.load(h_ptr + rows64[:, None] * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        wk = tl.load(w_ptr + cols64[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        if DOT_F32:
+            hk = hk.to(tl.float32)
+            wk = wk.to(tl.float32)
+        acc = tl.dot(hk, tl.trans(wk), acc, input_precision=PREC)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    return acc * inv_t
+
+
+@triton.jit
 def _lse_fwd_kernel(
     h_ptr, w_ptr, b_ptr, t_ptr, z_ptr, m_ptr, s_ptr, a_ptr, zt_ptr,
     n, V, H, inv_t, stride_h, stride_w, stride_z, tiles_per_split, n_tiles,
@@ -50,22 +73,8 @@ def _lse_fwd_kernel(
     for tile in range(first, last):
         cols = tile * BN + tl.arange(0, BN)
         col_ok = cols < V
-        cols64 = cols.to(tl.int64)
-        acc = tl.zeros((BM, BN), tl.float32)
-        for k0 in range(0, H, BK):
-            ks = k0 + tl.arange(0, BK)
-            k_ok = ks < H
-            h_ptrs = h_ptr + rows64[:, None] * stride_h + ks[None, :]
-            w_ptrs = w_ptr + cols64[:, None] * stride_w + ks[None, :]
-            hk = tl.load(h_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            wk = tl.load(w_ptrs, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            if DOT_F32:
-                hk = hk.to(tl.float32)
-                wk = wk.to(tl.float32)
-            acc = tl.dot(hk, tl.trans(wk), acc, input_precision=PREC)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        z = acc * inv_t
+        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
+                        HAS_BIAS, DOT_F32, PREC, BM, BN, BK)  # fmt: skip
         if STORE_Z:
             z_ptrs = z_ptr + rows64[:, None] * stride_z + cols[None, :]
             tl.store(z_ptrs, z, mask=row_ok[:, None] & col_ok[None, :])
@@ -101,24 +110,10 @@ def _grad_logits_kernel(
     row_ok = rows < n
     col_ok = cols < V
     rows64 = rows.to(tl.int64)
-    cols64 = cols.to(tl.int64)
     tile_ok = row_ok[:, None] & col_ok[None, :]
     if RECOMPUTE:
-        acc = tl.zeros((BM, BN), tl.float32)
-        for k0 in range(0, H, BK):
-            ks = k0 + tl.arange(0, BK)
-            k_ok = ks < H
-            h_ptrs = h_ptr + rows64[:, None] * stride_h + ks[None, :]
-            w_ptrs = w_ptr + cols64[:, None] * stride_w + ks[None, :]
-            hk = tl.load(h_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            wk = tl.load(w_ptrs, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            if DOT_F32:
-                hk = hk.to(tl.float32)
-                wk = wk.to(tl.float32)
-            acc = tl.dot(hk, tl.trans(wk), acc, input_precision=PREC)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        z = acc * inv_t
+        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
+                        HAS_BIAS, DOT_F32, PREC, BM, BN, BK)  # fmt: skip
     else:
         z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=tile_ok, other=0.0)
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
