@@ -91,8 +91,8 @@ import vgrpo
 
 @vgrpo.reward(range=(0.0, 1.0))
 def accuracy(completion):
-    """Share of the completion's characters that are the letter a."""
-    return completion.count("a") / len(completion) if completion else 0.0
+    """Share of the completion's characters that are lowercase ASCII letters (a random model earns some)."""
+    return sum("a" <= c <= "z" for c in completion) / len(completion) if completion else 0.0
 
 class LetterA(vgrpo.Task):
     name = "acme.letter_a"

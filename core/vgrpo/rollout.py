@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from vgrpo.config import GenerationConfig
+from vgrpo.distributed import run_as_forward
 from vgrpo.models.adapters import ModelAdapter
 
 
@@ -69,6 +70,45 @@ def visual_token_ids(model: Any) -> list[int]:
     return sorted(ids)
 
 
+class SeededSampling:
+    """A logits processor that turns greedy decoding into sampling with one random stream per row.
+
+    Each row draws its Gumbel noise from its own generator, seeded by the caller (from the run seed, the step and
+    the row's place in the *global* batch). A completion therefore does not depend on which other rows share its
+    batch: one process and eight processes sample the same completions for the same step. Temperature, top-k and
+    top-p are applied first, with the semantics of transformers' warpers; ``argmax(logits / T + Gumbel)`` is a
+    sample of ``softmax(logits / T)``.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+        self.seeds = list(seeds)
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self._generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.size(0) != len(self.seeds):
+            raise ValueError(f"SeededSampling: {scores.size(0)} rows to sample but {len(self.seeds)} seeds")
+        logits = scores.float() / self.temperature
+        vocab = logits.size(-1)
+        if 0 < self.top_k < vocab:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # mass before this token
+            drop = drop_sorted.scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        if self._generators is None:
+            self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        noise = torch.stack([
+            torch.empty(vocab, device=scores.device).exponential_(generator=g) for g in self._generators
+        ]).clamp_min_(1e-30)  # fmt: skip
+        return logits - noise.log()
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -78,16 +118,27 @@ def sample(
     eos_ids: Sequence[int],
     *,
     greedy: bool = False,
+    seeds: Sequence[int] | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
 ) -> Rollout:
-    """One completion per input row (rows are already repeated G times); sampled, or greedy for evaluation."""
+    """One completion per input row (rows are already repeated G times): sampled, or greedy for evaluation.
+
+    With ``seeds`` (one per row) sampling uses :class:`SeededSampling`, so each row's completion depends only on
+    its seed; without, transformers' own sampling from the global RNG.
+    """
     tokenizer = processor.tokenizer
-    sampling = {} if greedy else {
-        "temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k if gen.top_k > 0 else None,
-    }  # fmt: skip
+    extra: dict[str, Any] = dict(generate_kwargs or {})
+    if greedy:
+        extra["do_sample"] = False
+    elif seeds is not None:
+        extra["do_sample"] = False
+        extra["logits_processor"] = [SeededSampling(seeds, gen.temperature, gen.top_k, gen.top_p)]
+    else:
+        extra.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p,
+                     top_k=gen.top_k if gen.top_k > 0 else None)  # fmt: skip
     out = model.generate(
         **inputs,
-        do_sample=not greedy,
-        **sampling,
+        **extra,
         max_new_tokens=gen.max_completion_length,
         eos_token_id=list(eos_ids),
         pad_token_id=tokenizer.pad_token_id,
@@ -135,14 +186,16 @@ def completion_logprobs(
     """
     h, head = completion_hidden(model, adapter, rollout)
     targets = rollout.completion_ids
-    bias = getattr(head, "bias", None)
-    if impl == "naive":
-        logits = torch.nn.functional.linear(h, head.weight, bias).float() / temperature
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    elif impl == "fused":
+    if impl not in ("naive", "fused"):
+        raise ValueError(f"impl must be 'fused' or 'naive', got {impl!r}")
+
+    def head_logps(hidden: torch.Tensor) -> torch.Tensor:  # runs as the lm_head's forward (ZeRO-3 gathers it)
+        bias = getattr(head, "bias", None)
+        if impl == "naive":
+            logits = torch.nn.functional.linear(hidden, head.weight, bias).float() / temperature
+            return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         from vgrpo.kernels import token_logprobs
 
-        logps = token_logprobs(h, head.weight, targets, temperature=temperature, bias=bias)
-    else:
-        raise ValueError(f"impl must be 'fused' or 'naive', got {impl!r}")
-    return logps * rollout.completion_mask
+        return token_logprobs(hidden, head.weight, targets, temperature=temperature, bias=bias)
+
+    return run_as_forward(head, head_logps, h) * rollout.completion_mask

@@ -1,12 +1,17 @@
-"""The GRPO training recipe: setup, train, save_checkpoint, cleanup (one process for now).
+"""The GRPO training recipe: setup, train, save_checkpoint, cleanup — on one process or many (vgrpo.distributed).
 
 One optimizer step reads top to bottom: mixture sampler → task.build_prompt → model adapter → rollout (G
 samples per prompt) → task.parse → rewards → advantages → log-probs → loss → optimizer → metrics/checkpoint.
+
+With several processes every rank draws the same global batch of prompts and keeps its own slice (a GRPO group
+stays on one rank); completions are sampled from per-row seeds, rewards are gathered before advantages, and the
+loss is normalised over the global batch, so a step gives the same result on one process or on many.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import re
@@ -23,8 +28,9 @@ import torch
 from vgrpo.advantages import group_advantages
 from vgrpo.config import TrainConfig, dump_config
 from vgrpo.data import load_jsonl
+from vgrpo.distributed import Distributed, run_as_forward
 from vgrpo.errors import DataError, TrainingError
-from vgrpo.loss import grpo_loss
+from vgrpo.loss import LossOutput, grpo_loss
 from vgrpo.metrics import MetricsLogger
 from vgrpo.mixture import MixtureSampler
 from vgrpo.models.adapters import TINY, ModelAdapter, select_adapter
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
+DEEPSPEED_DIR = "deepspeed"
 MAX_NONFINITE_STEPS = 3
 
 
@@ -54,6 +61,13 @@ class MixtureEntry:
 def latest_checkpoint(output_dir: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
     return max(found)[1] if found else None
+
+
+def row_seed(seed: int, step: int, micro: int, row: int) -> int:
+    """The sampling seed of one completion: a function of the run seed, the step and its place in the global
+    batch only (not of the process that samples it)."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{micro}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -91,23 +105,37 @@ class Trainer:
         if not cfg.tasks:
             raise DataError("the config lists no tasks: add entries under `tasks:` ({task, data})")
         self.registry.require(cfg.required_plugins)
+        self.dist = Distributed()
         self.entries = self._setup_mixture()
         self.sampler = MixtureSampler([len(e.samples) for e in self.entries], [t.weight for t in cfg.tasks], cfg.seed)
         torch.manual_seed(cfg.seed)
         resume_from = self._resume_path()
-        self.adapter, self.model, self.processor = self._setup_model(resume_from)
-        self.ref_model = self._setup_reference()
-        self.optimizer, self.scheduler = self._setup_optimizer()
-        self.eos_ids = eos_token_ids(self.model, self.processor)
+        self.adapter, model, self.processor = self._setup_model(resume_from)
+        self.ref_model = self._setup_reference(model)
+        optimizer, self.scheduler = self._setup_optimizer(model)
+        o = cfg.optim
+        self.model, self.optimizer, _ = self.dist.prepare(
+            model, optimizer, self.scheduler, rows_per_micro_batch=o.prompts_per_step * cfg.grpo.num_generations,
+            gradient_accumulation_steps=o.gradient_accumulation_steps, max_grad_norm=o.max_grad_norm,
+            bf16=cfg.model.dtype == "bfloat16",
+        )  # fmt: skip
+        self.unwrapped = self.dist.unwrap(self.model)
+        if self.ref_model is not None:
+            self.ref_model = self.dist.prepare_reference(self.ref_model)
+        self.eos_ids = eos_token_ids(self.unwrapped, self.processor)
         workers = cfg.rewards.workers
         self.reward_pool = RewardPool(workers, cfg.rewards.timeout_s) if workers > 0 else None
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        self.metrics = MetricsLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
-                                     config=cfg.model_dump(mode="json"))  # fmt: skip
+        self.metrics = None
+        if self.dist.is_main:
+            (self.output_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+            self.metrics = MetricsLogger(self.output_dir, tensorboard=cfg.logging.tensorboard,
+                                         wandb=cfg.logging.wandb, config=cfg.model_dump(mode="json"))  # fmt: skip
+            log.info("distributed: %s", self.dist.describe())
         if resume_from is not None:
             self._load_state(resume_from)
-            self.metrics.truncate_after(self.step)
+            if self.metrics is not None:
+                self.metrics.truncate_after(self.step)
         self._completions_path = self.output_dir / "completions.jsonl"
 
     def _setup_mixture(self) -> list[MixtureEntry]:
@@ -157,19 +185,19 @@ class Trainer:
                  sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
         return adapter, model, processor
 
-    def _setup_reference(self) -> Any:
+    def _setup_reference(self, model: Any) -> Any:
         if self.config.grpo.beta == 0.0:
             return None  # beta 0: no reference model is loaded
-        ref = copy.deepcopy(self.model).eval()
+        ref = copy.deepcopy(model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
         return ref
 
-    def _setup_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+    def _setup_optimizer(self, model: Any) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
 
         o = self.config.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.warmup_steps,
                                   num_training_steps=o.max_steps)  # fmt: skip
@@ -188,23 +216,38 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------------------
     def _draw_prompts(self, n: int) -> list[tuple[int, Sample, list[Any]]]:
-        """n (entry, sample, images) triples; samples whose images do not open are skipped and counted."""
+        """This rank's n (entry, sample, images) triples of a global batch of n × world prompts.
+
+        Every rank draws the same global batch; each opens the images of its own slots only. A sample whose
+        images do not open is skipped and counted (by its rank); its slot is refilled by the next draw of the
+        sampler on every rank alike, so all ranks keep the same sampler position.
+        """
         from PIL import Image
 
-        out = []
-        while len(out) < n:
-            d = self.sampler.draw()
-            s = self.entries[d.task_index].samples[d.record_index]
-            try:
-                images = [Image.open(p).convert("RGB") for p in s.images]
-            except Exception as exc:  # noqa: BLE001 - an unreadable image costs one sample, not the run
-                self._counters["skipped_samples"] += 1
-                log.warning("skipping sample %s of task %s: %s", s.id, self.entries[d.task_index].task.name, exc)
-                continue
-            out.append((d.task_index, s, images))
-        return out
+        rank, world = self.dist.rank, self.dist.world
+        slots = [self.sampler.draw() for _ in range(n * world)]
+        mine: dict[int, tuple[int, Sample, list[Any]]] = {}
+        while True:
+            failed = []
+            for j in range(rank * n, (rank + 1) * n):
+                if j in mine:
+                    continue
+                d = slots[j]
+                s = self.entries[d.task_index].samples[d.record_index]
+                try:
+                    mine[j] = (d.task_index, s, [Image.open(p).convert("RGB") for p in s.images])
+                except Exception as exc:  # noqa: BLE001 - an unreadable image costs one sample, not the run
+                    self._counters["skipped_samples"] += 1
+                    log.warning("skipping sample %s of task %s: %s", s.id, self.entries[d.task_index].task.name, exc)
+                    failed.append(j)
+            everywhere = sorted(j for part in self.dist.gather_objects(failed) for j in part)
+            if not everywhere:
+                return [mine[j] for j in range(rank * n, (rank + 1) * n)]
+            for j in everywhere:
+                slots[j] = self.sampler.draw()
 
-    def _rollout(self, prompts: list[tuple[int, Sample, list[Any]]]) -> tuple[Rollout, list[int], list[Sample]]:
+    def _rollout(self, prompts: list[tuple[int, Sample, list[Any]]],
+                 micro: int = 0) -> tuple[Rollout, list[int], list[Sample]]:  # fmt: skip
         g = self.config.grpo.num_generations
         messages, images, entry_ids, samples = [], [], [], []
         for e, s, imgs in prompts:
@@ -217,8 +260,13 @@ class Trainer:
         inputs = self.adapter.encode(self.processor, messages, images)
         sizes = self.adapter.input_sizes(self.processor, inputs, images)
         samples = [replace(s, input_size=size) if size is not None else s for s, size in zip(samples, sizes)]
+        inputs = {k: v.to(self.dist.device) if torch.is_tensor(v) else v for k, v in dict(inputs).items()}
+        first_row = self.dist.rank * len(messages)
+        seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(len(messages))]
         self.model.eval()
-        rollout = sample(self.model, self.processor, dict(inputs), self.config.generation, self.eos_ids)
+        with self.dist.generation(self.model) as extra:
+            rollout = sample(self.unwrapped, self.processor, inputs, self.config.generation, self.eos_ids,
+                             seeds=seeds, generate_kwargs=extra)  # fmt: skip
         self.model.train()
         return rollout, entry_ids, samples
 
@@ -254,26 +302,41 @@ class Trainer:
 
     def _loss(self, rollout: Rollout, advantages: torch.Tensor, mask: torch.Tensor, old: Any, ref: Any,
               num_items: float) -> Any:  # fmt: skip
-        """GRPO loss: fused kernels straight from hidden states, or log_softmax log-probs + the reference loss."""
+        """GRPO loss: fused kernels straight from hidden states, or log_softmax log-probs + the reference loss.
+
+        Runs inside the wrapped model's forward (DDP gradient sync, ZeRO-3 parameter gathering)."""
         g, gen = self.config.grpo, self.config.generation
         common = {
             "loss_type": g.loss_type, "epsilon": g.epsilon, "epsilon_high": g.epsilon_high, "beta": g.beta,
             "importance_sampling_level": g.importance_sampling_level,
             "max_completion_length": gen.max_completion_length, "num_items": num_items,
         }  # fmt: skip
-        if self.config.model.logprobs == "fused":
-            from vgrpo.kernels import fused_grpo_loss
+        fused = self.config.model.logprobs == "fused"
 
-            hidden, head = completion_hidden(self.model, self.adapter, rollout)
-            return fused_grpo_loss(hidden, head.weight, rollout.completion_ids, advantages, mask, old_logps=old,
-                                   ref_logps=ref, temperature=gen.temperature, bias=getattr(head, "bias", None),
-                                   **common)  # fmt: skip
-        logps = completion_logprobs(self.model, self.adapter, rollout, temperature=gen.temperature, impl="naive")
-        return grpo_loss(logps, old, advantages, mask, ref_logps=ref, **common)
+        def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            if fused:
+                from vgrpo.kernels import fused_grpo_loss
+
+                hidden, head = completion_hidden(self.unwrapped, self.adapter, rollout)
+
+                def head_loss(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    out = fused_grpo_loss(h, head.weight, rollout.completion_ids, advantages, mask, old_logps=old,
+                                          ref_logps=ref, temperature=gen.temperature,
+                                          bias=getattr(head, "bias", None), **common)  # fmt: skip
+                    return out.loss, out.kl, out.clip_ratio
+
+                return run_as_forward(head, head_loss, hidden)
+            logps = completion_logprobs(self.unwrapped, self.adapter, rollout, temperature=gen.temperature,
+                                        impl="naive")  # fmt: skip
+            out = grpo_loss(logps, old, advantages, mask, ref_logps=ref, **common)
+            return out.loss, out.kl, out.clip_ratio
+
+        loss, kl, clip_ratio = self.dist.forward(self.model, forward)
+        return LossOutput(loss=loss, kl=kl.detach(), clip_ratio=clip_ratio.detach())
 
     def _logps_no_grad(self, model: Any, rollout: Rollout) -> torch.Tensor:
         with torch.no_grad():
-            return completion_logprobs(model, self.adapter, rollout, temperature=self.config.generation.temperature,
+            return completion_logprobs(self.dist.unwrap(model), self.adapter, rollout, temperature=self.config.generation.temperature,
                                        impl=self.config.model.logprobs)  # fmt: skip
 
     def train_step(self) -> list[dict[str, Any]]:
@@ -281,23 +344,31 @@ class Trainer:
         g, o = self.config.grpo, self.config.optim
         start = time.perf_counter()
         micro = []
-        for _ in range(o.gradient_accumulation_steps):
-            rollout, entry_ids, samples = self._rollout(self._draw_prompts(o.prompts_per_step))
+        rank, n_rows = self.dist.rank, o.prompts_per_step * g.num_generations
+        for m in range(o.gradient_accumulation_steps):
+            rollout, entry_ids, samples = self._rollout(self._draw_prompts(o.prompts_per_step), m)
             rewards, per_task = self._rewards(rollout, entry_ids, samples)
-            advantages = group_advantages(rewards, g.num_generations, g.scale_rewards)
+            all_rewards = self.dist.gather(rewards)  # advantages (and batch-level scaling) see the global batch
+            advantages = group_advantages(all_rewards, g.num_generations, g.scale_rewards)
+            advantages = advantages[rank * n_rows : (rank + 1) * n_rows].to(self.dist.device)
             mask = rollout.completion_mask
             if g.mask_truncated_completions:
                 mask = mask * (~rollout.truncated).unsqueeze(1).float()
             old = self._logps_no_grad(self.model, rollout) if g.num_iterations > 1 else None
             ref = self._logps_no_grad(self.ref_model, rollout) if self.ref_model is not None else None
-            micro.append((rollout, rewards, advantages, mask, old, ref, per_task))
+            stats = {
+                "rewards": all_rewards, "lengths": self.dist.gather(rollout.lengths.float().cpu()),
+                "per_task": _merge_task_stats(self.dist.gather_objects(_plain(per_task))),
+            }  # fmt: skip
+            micro.append((rollout, stats, advantages, mask, old, ref))
             self._write_completions(rollout, entry_ids, samples, rewards)
-        num_items = float(sum(m[3].sum() for m in micro))
+        # dapo normalises by the tokens of the whole step on all ranks; gradients are then averaged over ranks
+        num_items = self.dist.sum(float(sum(m[3].sum() for m in micro))) / self.dist.world
         rows = []
         for _ in range(g.num_iterations):
             rows.append(self._optimize(micro, num_items, start))
             start = time.perf_counter()
-            if self.step >= o.max_steps or self._stop_requested:
+            if self.step >= o.max_steps or self._stop_agreed():
                 break
         return rows
 
@@ -306,25 +377,30 @@ class Trainer:
         ga = len(micro)
         losses, kls, clips = [], [], []
         finite = True
-        for rollout, _, advantages, mask, old, ref, _ in micro:
+        for i, (rollout, _, advantages, mask, old, ref) in enumerate(micro):
             out = self._loss(rollout, advantages, mask, old, ref, num_items)
             loss = out.loss if g.loss_type == "dapo" else out.loss / ga
-            if not torch.isfinite(loss):
-                finite = False
+            if not self.dist.deepspeed and not self.dist.all_true(bool(torch.isfinite(loss))):
+                finite = False  # every rank skips; DeepSpeed instead drops the step itself at its overflow check
                 break
-            loss.backward()
+            self.dist.backward(self.model, loss, last=i == ga - 1)
             losses.append(float(loss.detach()))
             kls.append(float(out.kl))
             clips.append(float(out.clip_ratio))
         params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float("nan")
+        lr = self.scheduler.get_last_lr()[0]
         if finite:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
-            finite = bool(torch.isfinite(grad_norm))
+            grad_norm = self.dist.step(self.model, self.optimizer, self.scheduler, params, o.max_grad_norm)
+            finite = bool(torch.isfinite(torch.tensor(grad_norm))) and all(map(torch.isfinite, map(torch.tensor,
+                                                                                                   losses)))
+        else:
+            self.dist.drop_gradients(self.model, self.optimizer)
         self.step += 1
         if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
             self._nonfinite += 1
-            self._counters["nonfinite_steps"] += 1
+            if self.dist.is_main:
+                self._counters["nonfinite_steps"] += 1
             log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", self.step, self._nonfinite)
             if self._nonfinite >= MAX_NONFINITE_STEPS:
                 self.save_checkpoint()
@@ -332,47 +408,51 @@ class Trainer:
                     f"{self._nonfinite} steps in a row had a non-finite loss or gradient (step {self.step}); a "
                     "checkpoint was saved. Lower optim.lr, set optim.max_grad_norm, or use model.dtype=float32."
                 )
-            return {"step": self.step, "loss": float("nan"), "skipped": True}
+            return {"step": self.step, "loss": float("nan"), "skipped": True, **self._counter_fields()}
         self._nonfinite = 0
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._metrics_row(micro, losses, kls, clips, float(grad_norm), lr, time.perf_counter() - start)
+        loss = self.dist.mean(sum(losses))
+        kl, clip = self.dist.mean(sum(kls) / len(kls)), self.dist.mean(sum(clips) / len(clips))
+        return self._metrics_row(micro, loss, kl, clip, grad_norm, lr, time.perf_counter() - start)
 
-    def _metrics_row(self, micro: list[Any], losses: list[float], kls: list[float], clips: list[float],
-                     grad_norm: float, lr: float, seconds: float) -> dict[str, Any]:  # fmt: skip
-        rewards = torch.cat([m[1] for m in micro])
-        lengths = torch.cat([m[0].lengths for m in micro])
+    def _metrics_row(self, micro: list[Any], loss: float, kl: float, clip: float, grad_norm: float, lr: float,
+                     seconds: float) -> dict[str, Any]:  # fmt: skip
+        rewards = torch.cat([m[1]["rewards"] for m in micro])
+        lengths = torch.cat([m[1]["lengths"] for m in micro])
         row: dict[str, Any] = {
-            "step": self.step, "loss": sum(losses), "reward": float(rewards.mean()),
+            "step": self.step, "loss": loss, "reward": float(rewards.mean()),
             "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-            "kl": sum(kls) / len(kls), "clip_ratio": sum(clips) / len(clips), "grad_norm": grad_norm, "lr": lr,
+            "kl": kl, "clip_ratio": clip, "grad_norm": grad_norm, "lr": lr,
             "completion_length": float(lengths.mean()), "step_time_s": seconds,
             "tokens_per_s": float(lengths.sum()) / seconds if seconds > 0 else 0.0,
         }  # fmt: skip
-        merged: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for m in micro:
-            for task, stats in m[6].items():
-                for key, values in stats.items():
-                    merged[task][key] += values
+        merged = _merge_task_stats([m[1]["per_task"] for m in micro])
         for task, stats in sorted(merged.items()):
             for key, values in stats.items():
                 row[f"tasks/{task}/{key}"] = sum(values) / len(values)
-        for key, count in sorted(self._counters.items()):
-            row[f"counters/{key}"] = count
+        row.update(self._counter_fields())
         return row
+
+    def _counter_fields(self) -> dict[str, int]:
+        """Event counts summed over ranks (each rank counts what it saw)."""
+        total: Counter[str] = Counter()
+        for part in self.dist.gather_objects(dict(self._counters)):
+            total.update(part)
+        return {f"counters/{key}": count for key, count in sorted(total.items())}
 
     def _write_completions(self, rollout: Rollout, entry_ids: list[int], samples: list[Sample],
                            rewards: torch.Tensor) -> None:  # fmt: skip
         every = self.config.logging.completions_every
         if not every or (self.step + 1) % every:
             return
+        rows = [{"step": self.step + 1, "task": self.entries[entry_ids[i]].task.name, "id": samples[i].id,
+                 "completion": text, "reward": float(rewards[i])} for i, text in enumerate(rollout.texts)]  # fmt: skip
+        everyone = self.dist.gather_objects(rows)
+        if not self.dist.is_main:
+            return
         with self._completions_path.open("a", encoding="utf-8") as f:
-            for i, text in enumerate(rollout.texts):
-                task = self.entries[entry_ids[i]].task.name
-                f.write(json.dumps({"step": self.step + 1, "task": task, "id": samples[i].id,
-                                    "completion": text, "reward": float(rewards[i])}, ensure_ascii=False) + "\n")
+            for part in everyone:
+                for row in part:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def _guarded_step(self) -> list[dict[str, Any]]:
         """train_step, with an out-of-memory error turned into one that names the knobs to turn."""
@@ -387,26 +467,43 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """checkpoint-<step>/: model (safetensors) + processor, optimizer, scheduler, RNG, sampler, config."""
+        """checkpoint-<step>/: model (safetensors) + processor, optimizer, scheduler, RNG, sampler, config.
+
+        Collective: every rank calls it. Written to a temporary folder, renamed when complete."""
         final = self.output_dir / f"checkpoint-{self.step}"
         tmp = self.output_dir / f".tmp-checkpoint-{self.step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.processor.save_pretrained(tmp)
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "sampler": self.sampler.state_dict(),
-            "counters": dict(self._counters),
-            "config": self.config.model_dump(mode="json"),
-        }
-        torch.save(state, tmp / STATE_FILE)
-        (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        self._prune_checkpoints()
+        main, dist = self.dist.is_main, self.dist
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        if dist.deepspeed:
+            state_dict = dist.accelerator.get_state_dict(self.model)  # gathers ZeRO-3 partitions
+            self.model.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state")  # optimizer + scheduler shards
+            if main:
+                self.unwrapped.save_pretrained(tmp, state_dict=state_dict)
+        elif main:
+            self.unwrapped.save_pretrained(tmp)
+        if main:
+            self.processor.save_pretrained(tmp)
+            state = {
+                "step": self.step,
+                "optimizer": None if dist.deepspeed else self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "sampler": self.sampler.state_dict(),
+                "world_size": dist.world,
+                "config": self.config.model_dump(mode="json"),
+            }
+            torch.save(state, tmp / STATE_FILE)
+            (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        torch.save({"rng": torch.get_rng_state(), "counters": dict(self._counters)}, tmp / f"rank-{dist.rank}.pt")
+        dist.barrier()
+        if main:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            self._prune_checkpoints()
+        dist.barrier()
         return final
 
     def _prune_checkpoints(self) -> None:
@@ -421,17 +518,36 @@ class Trainer:
     def _load_state(self, path: Path) -> None:
         state = torch.load(path / STATE_FILE, weights_only=False)
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.dist.deepspeed:
+            if not (path / DEEPSPEED_DIR).exists():
+                raise DataError(f"{path}: no {DEEPSPEED_DIR}/ folder: this checkpoint was not written under "
+                                "DeepSpeed; resume it without DeepSpeed, or start a new run (resume=never)")  # fmt: skip
+            self.model.load_checkpoint(str(path / DEEPSPEED_DIR), tag="state")
+        elif state.get("optimizer") is None:
+            raise DataError(f"{path}: written under DeepSpeed (optimizer state in {DEEPSPEED_DIR}/); resume it with "
+                            "the same accelerate DeepSpeed config")  # fmt: skip
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
         self.sampler.load_state_dict(state["sampler"])
-        self._counters.update(state.get("counters", {}))
+        own = path / f"rank-{self.dist.rank}.pt"
+        if own.exists():
+            mine = torch.load(own, weights_only=False)
+            torch.set_rng_state(mine["rng"])
+            self._counters.update(mine.get("counters", {}))
+        else:
+            torch.set_rng_state(state["rng"])
+            self._counters.update(state.get("counters", {}) if self.dist.is_main else {})
         log.info("resumed from %s at step %d", path, self.step)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
         log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
         self._stop_requested = True
+
+    def _stop_agreed(self) -> bool:
+        """True when any rank was asked to stop (all ranks then stop after the same step)."""
+        return not self.dist.all_true(not self._stop_requested)
 
     def train(self) -> Path:
         """Run setup (if needed) and train to ``optim.max_steps``; returns the output directory."""
@@ -446,11 +562,12 @@ class Trainer:
         last_saved = self.step
         try:
             with Progress(TextColumn("[bold]GRPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                          TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
+                          TimeRemainingColumn(), transient=False, disable=not self.dist.is_main) as progress:  # fmt: skip
                 bar = progress.add_task("train", total=cfg.optim.max_steps, completed=self.step, info="")
-                while self.step < cfg.optim.max_steps and not self._stop_requested:
+                while self.step < cfg.optim.max_steps and not self._stop_agreed():
                     for row in self._guarded_step():
-                        if self.step % cfg.logging.every == 0 or self.step == cfg.optim.max_steps:
+                        if self.metrics is not None and (self.step % cfg.logging.every == 0
+                                                         or self.step == cfg.optim.max_steps):
                             self.metrics.log(row)
                         progress.update(bar, completed=self.step,
                                         info=f"reward {row.get('reward', float('nan')):.3f}")  # fmt: skip
@@ -466,9 +583,25 @@ class Trainer:
         return self.output_dir
 
     def cleanup(self) -> None:
-        if hasattr(self, "metrics"):
+        if getattr(self, "metrics", None) is not None:
             self.metrics.close()
         if getattr(self, "reward_pool", None) is not None:
             self.reward_pool.close()
+        if getattr(self, "dist", None) is not None:
+            self.dist.close()
+
+
+def _plain(per_task: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    return {task: {key: list(values) for key, values in stats.items()} for task, stats in per_task.items()}
+
+
+def _merge_task_stats(parts: list[dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
+    """Per-task statistic lists from several ranks or micro-batches, concatenated in order."""
+    merged: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for part in parts:
+        for task, stats in part.items():
+            for key, values in stats.items():
+                merged[task][key] += values
+    return {task: dict(stats) for task, stats in merged.items()}
 
 
