@@ -117,8 +117,26 @@ class Distributed:
                 "fp16": {"enabled": bool((ds.get("fp16") or {}).get("enabled", False))},
             }
             engine, *_ = deepspeed.initialize(model=model, config=config)
-            return engine.eval()
+            engine.eval()  # DeepSpeedEngine.eval() returns None
+            return engine
         return model.to(self.device).eval()
+
+    @contextlib.contextmanager
+    def full_parameters_at_load(self) -> Iterator[None]:
+        """Load the model whole on every rank, even under ZeRO-3 (no ``zero.Init`` partitioning at construction):
+        the trainer copies it for the reference model and edits it (freezing, LoRA) before DeepSpeed partitions
+        it. Costs host memory for one full copy per process while loading."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None or self.zero_stage != 3:
+            yield
+            return
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # transformers partitions at construction whenever it sees a ZeRO-3 config
+        try:
+            yield
+        finally:
+            plugin.set_deepspeed_weakref()
 
     def unwrap(self, model: Any) -> Any:
         return self.accelerator.unwrap_model(model)

@@ -165,10 +165,13 @@ class Trainer:
 
             model_type = AutoConfig.from_pretrained(source).model_type
         adapter = select_adapter(self.registry.model_adapters, mcfg.adapter, model_type)
-        model, processor = adapter.load(
-            source, dtype=_dtype(mcfg.dtype), attn_implementation=mcfg.attn_implementation,
-            min_pixels=mcfg.min_pixels, max_pixels=mcfg.max_pixels, seed=self.config.seed,
-        )  # fmt: skip
+        with self.dist.full_parameters_at_load():
+            model, processor = adapter.load(
+                source, dtype=_dtype(mcfg.dtype), attn_implementation=mcfg.attn_implementation,
+                min_pixels=mcfg.min_pixels, max_pixels=mcfg.max_pixels, seed=self.config.seed,
+            )  # fmt: skip
+        if self.dist.zero_stage == 3 and self.dist.world > 1:
+            model.vgrpo_vision_every_forward = True  # see Qwen2VLAdapter.hidden_states
         if mcfg.freeze_vision:
             for name, param in model.named_parameters():
                 if "visual" in name or "vision" in name:

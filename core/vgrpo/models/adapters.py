@@ -136,6 +136,22 @@ class Qwen2VLAdapter(ModelAdapter):
             k += len(imgs)
         return out
 
+    def hidden_states(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """Final hidden states; with ``model.vgrpo_vision_every_forward`` set (ZeRO-3 on several processes) a batch
+        without images still runs the vision tower once on a blank patch grid, weighted 0: under ZeRO-3 every
+        module's forward is a collective, and a rank that skipped it would leave the others waiting."""
+        if not getattr(model, "vgrpo_vision_every_forward", False) or inputs.get("pixel_values") is not None:
+            return super().hidden_states(model, inputs)
+
+        def after_embedding(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+            return out + 0.0 * _blank_image_features(model).to(out.dtype)  # where the real images would run
+
+        handle = model.get_input_embeddings().register_forward_hook(after_embedding)
+        try:
+            return super().hidden_states(model, inputs)
+        finally:
+            handle.remove()
+
     def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
         from vgrpo.models.tiny import load_image_only_processor
 
@@ -158,6 +174,31 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_types = ("qwen3_vl", "qwen3_vl_moe")
     default_coords = "norm1000"
     patch_size = 16
+
+
+def _blank_image_features(model: Any) -> torch.Tensor:
+    """The sum of the vision tower's features for the smallest valid image grid (one merge window of patches)."""
+    vc = model.config.vision_config
+    merge = int(getattr(vc, "spatial_merge_size", 2))
+    channels = int(getattr(vc, "in_channels", getattr(vc, "in_chans", 3)))
+    dim = channels * int(getattr(vc, "temporal_patch_size", 2)) * int(vc.patch_size) ** 2
+    base = getattr(model, getattr(model, "base_model_prefix", "model"))
+    visual = getattr(base, "visual", None) or model.visual
+    param = next(visual.parameters())
+    pixels = torch.zeros(merge * merge, dim, dtype=param.dtype, device=param.device)
+    grid = torch.tensor([[1, merge, merge]], device=param.device)
+    return _tensor_sum(base.get_image_features(pixel_values=pixels, image_grid_thw=grid))
+
+
+def _tensor_sum(out: Any) -> torch.Tensor:
+    if torch.is_tensor(out):
+        return out.float().sum()
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    if isinstance(out, (list, tuple)):
+        parts = [_tensor_sum(x) for x in out if x is not None]
+        return torch.stack(parts).sum() if parts else torch.zeros(())
+    return torch.zeros(())
 
 
 def _identical_runs(messages: Sequence[Any], images: Sequence[Any]) -> list[tuple[int, int]]:

@@ -1,0 +1,142 @@
+"""Two processes (gloo, CPU) give the same first step as one process with the same global batch and seed.
+
+Each run is a real `vgrpo train` in subprocesses: one process with 4 prompts per step, then `accelerate launch`
+with 2 processes x 2 prompts under DDP and under DeepSpeed ZeRO-2/ZeRO-3 (the configs shipped in
+examples/accelerate/). The mixture holds a built-in task and a task whose reward a random model earns (so the
+loss and the gradient are not zero).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vgrpo.synth import synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+LETTERS_TASK = '''
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(completion):
+    """Share of lowercase ASCII letters in the completion."""
+    return sum("a" <= c <= "z" for c in completion) / len(completion) if completion else 0.0
+
+class Letters(vgrpo.Task):
+    name = "acme.letters"
+    description = "Write lowercase letters."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy,)
+    default_weights = {"accuracy": 1.0}
+    example = {"id": "0", "question": "Write letters", "solution": "abc"}
+    example_completion = "abc"
+    def parse(self, completion, params):
+        return completion
+    def metric(self, predictions, samples, params):
+        return {}
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [Letters()]
+'''
+
+COMPARED = ("loss", "reward", "reward_std", "kl", "clip_ratio", "grad_norm", "completion_length")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    site = root / "site"
+    site.mkdir()
+    (site / "fake_letters.py").write_text(LETTERS_TASK)
+    info = site / "acme_letters-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-letters\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[vgrpo]\nacme-letters = fake_letters\n")
+    data = synthesize(root / "data", n_per_task=8, seed=0)
+    letters = root / "letters.jsonl"
+    letters.write_text("".join(json.dumps({"id": str(i), "question": f"Write {i} letters", "solution": "a"}) + "\n"
+                               for i in range(8)))  # fmt: skip
+    config = root / "config.yaml"
+    config.write_text(
+        "seed: 3\nmodel: {name_or_path: tiny}\n"
+        f"tasks:\n  - {{task: acme.letters, data: {letters}, weight: 2.0}}\n  - {{task: count, data: {data['count']}}}\n"
+        "grpo: {num_generations: 4, loss_type: dapo, beta: 0.04}\n"
+        "generation: {max_completion_length: 8}\n"
+        "optim: {lr: 1.0e-3, max_steps: 1, lr_scheduler: constant}\n"
+        "logging: {tensorboard: false, completions_every: 1}\nrewards: {workers: 0}\ncheckpoint: {every: 1}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    return {"root": root, "config": config, "env": env}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(setup, out: Path, *, prompts: int, launcher: str | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
+    args = ["-m", "vgrpo.cli", "train", str(setup["config"]), f"output_dir={out}",
+            f"optim.prompts_per_step={prompts}", *extra]  # fmt: skip
+    if launcher is None:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "examples" / "accelerate" / launcher),
+               "--num_processes", "2", "--main_process_port", str(_free_port()), *args]  # fmt: skip
+    proc = subprocess.run(cmd, env=setup["env"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(setup):
+    return _train(setup, setup["root"] / "single", prompts=4)
+
+
+def _assert_same_step(a: dict, b: dict) -> None:
+    assert a["grad_norm"] > 0 and a["reward_std"] > 0  # a real step, not zeros
+    for key in COMPARED:
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    tasks = sorted(k for k in a if k.startswith("tasks/"))
+    assert tasks == sorted(k for k in b if k.startswith("tasks/")) and len({k.split("/")[1] for k in tasks}) == 2
+    for key in tasks:
+        assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+
+
+def _completions(out: Path) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    return [(r["id"], r["completion"]) for r in rows]
+
+
+def test_ddp_two_processes_match_one_process(setup, single):
+    out = setup["root"] / "ddp"
+    rows = _train(setup, out, prompts=2, launcher="ddp.yaml")
+    _assert_same_step(single[0], rows[0])
+    assert _completions(out) == _completions(setup["root"] / "single")  # the same samples, in global order
+    assert (out / "checkpoint-1" / "model.safetensors").exists()
+
+
+def test_deepspeed_zero2_two_processes_match_one_process_and_resume(setup, single):
+    out = setup["root"] / "zero2"
+    rows = _train(setup, out, prompts=2, launcher="zero2.yaml")
+    _assert_same_step(single[0], rows[0])
+    assert (out / "checkpoint-1" / "deepspeed").is_dir() and (out / "checkpoint-1" / "model.safetensors").exists()
+    rows = _train(setup, out, prompts=2, launcher="zero2.yaml", extra=("optim.max_steps=2",))
+    assert [r["step"] for r in rows] == [1, 2] and (out / "checkpoint-2").exists()
+
+
+def test_deepspeed_zero3_two_processes_match_one_process(setup, single):
+    out = setup["root"] / "zero3"
+    rows = _train(setup, out, prompts=2, launcher="zero3.yaml")
+    _assert_same_step(single[0], rows[0])
+    assert (out / "checkpoint-1" / "model.safetensors").exists()
