@@ -72,3 +72,26 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
+
+
+def test_eval_section_resolves_its_data_and_checks_pass_k(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "tasks: [{task: rec, data: d/train.jsonl}, {task: count, data: [c.jsonl]}]\n"
+        "eval: {data: {rec: d/val.jsonl, count: [v1.jsonl, /abs/v2.jsonl]}, every: 5}\n"
+    )
+    cfg = load_config(tmp_path / "c.yaml", ["eval.num_samples=4", "eval.pass_k=1,4"])
+    assert cfg.eval.data == {"rec": [str(tmp_path / "d/val.jsonl")],
+                             "count": [str(tmp_path / "v1.jsonl"), "/abs/v2.jsonl"]}  # fmt: skip
+    assert (cfg.eval.every, cfg.eval.num_samples, cfg.eval.pass_k) == (5, 4, [1, 4])
+    assert load_config(None).eval.num_samples == 1 and load_config(None).eval.every == 0  # greedy, off
+    with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(1\).*needs num_samples > 1"):
+        load_config(None, ["eval.pass_k=[4]"])
+    with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(4\), got \[0, 5\]"):
+        load_config(None, ["eval.num_samples=4", "eval.pass_k=0,2,5"])
+    with pytest.raises(vgrpo.ParamsError, match=r"eval.every"):
+        load_config(None, ["eval.every=-1"])
+
+
+def test_eval_data_must_name_a_task_of_the_mixture():
+    with pytest.raises(vgrpo.ParamsError, match=r"eval.data: \['ovd'\] not in tasks \['rec'\]"):
+        load_config(None, ["tasks=[{task: rec, data: a}]", "eval.data={ovd: [b]}"])

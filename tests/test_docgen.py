@@ -33,3 +33,20 @@ def test_config_reference_is_up_to_date_and_complete():
         assert f"| `grpo.{key}` |" in text
     for key in TaskEntry.model_fields:
         assert f"| `tasks.N.{key}` |" in text
+
+
+def test_cli_reference_is_up_to_date_and_lists_every_command():
+    import argparse
+
+    from vgrpo.cli import build_parser
+    from vgrpo.docgen import cli_reference
+
+    text = (REFERENCE.parent / "cli.md").read_text(encoding="utf-8")
+    assert text == cli_reference(), "run `make docs-ref` and commit the result"
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert f"## `vgrpo {name}`" in text
+        for action in sub._actions:
+            documented = action.help != argparse.SUPPRESS and "--help" not in action.option_strings
+            if documented and action.option_strings:
+                assert f"| `{', '.join(action.option_strings)}" in text, (name, action.option_strings)

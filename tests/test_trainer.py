@@ -182,3 +182,20 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path
     assert [r.get("skipped", False) for r in rows] == [True, False, True, True]  # the 3rd in a row raises
     assert (out / "checkpoint-5").exists()
     assert rows[1]["counters/nonfinite_steps"] == 1
+
+
+def test_evaluation_during_training_logs_each_tasks_metric_and_leaves_training_unchanged(data, tmp_path):
+    plain, with_eval = tmp_path / "plain", tmp_path / "eval"
+    Trainer(_config(data, plain, "optim.max_steps=3")).train()
+    Trainer(_config(data, with_eval, "optim.max_steps=3", "eval.every=2", "eval.max_samples=2",
+                    "eval.max_new_tokens=4")).train()  # fmt: skip
+    a, b = _rows(plain), _rows(with_eval)
+    evaluated = [r["step"] for r in b if any(k.startswith("eval/") for k in r)]
+    assert evaluated == [2, 3]  # every 2 steps, and after the last
+    for task, metric in (("rec", "acc@0.5"), ("ovd", "map"), ("count", "accuracy"), ("math", "accuracy")):
+        key = f"eval/{task}/{metric}"
+        assert all(key in r and 0.0 <= r[key] <= 1.0 for r in b if r["step"] in evaluated), key
+        assert b[1][f"eval/{task}/n"] == 2.0
+    for ra, rb in zip(a, b):  # evaluation does not disturb sampling or training
+        assert {k: v for k, v in ra.items() if k not in TIMING} == \
+            {k: v for k, v in rb.items() if k not in TIMING and not k.startswith("eval/")}

@@ -73,14 +73,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(registry.to_json(), indent=2))
         return 0
     con = _console()
-    table = Table(title="vgrpo plugins", title_justify="left")
-    for col in ("plugin", "distribution", "version", "tasks", "rewards", "model adapters"):
-        table.add_column(col)
+    table = Table(title="vgrpo plugins", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("plugin", "distribution", "version"):  # never cut: a bug report needs them whole
+        table.add_column(col, no_wrap=True, overflow="fold")
+    table.add_column("provides", overflow="fold")  # one name a line
     for p in registry.plugins:
-        table.add_row(
-            *_cells(p.name, p.distribution, p.version, ", ".join(p.tasks), ", ".join(p.rewards),
-                    ", ".join(p.model_adapters))
-        )  # fmt: skip
+        provides = [f"task {n}" for n in p.tasks] + [f"reward {n}" for n in p.rewards]
+        provides += [f"model adapter {n}" for n in p.model_adapters]
+        table.add_row(*_cells(p.name, p.distribution, p.version, "\n".join(provides)))
     con.print(table)
     if registry.disabled:
         con.print(Text(f"disabled: {', '.join(registry.disabled)}"))
@@ -337,24 +337,13 @@ def _print_scores(task: Any, rows: list[dict[str, Any]], source: str) -> None:
 
 # -- vgrpo env -----------------------------------------------------------------------------------------------
 def cmd_env(args: argparse.Namespace) -> int:
-    from vgrpo.env import collect_env
+    from vgrpo.env import collect_env, format_env
 
     info = collect_env(_registry(args, quiet=True))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    table = Table(title="vgrpo env (paste this into bug reports)", title_justify="left", show_header=False)
-    table.add_column("key")
-    table.add_column("value", overflow="fold")
-    for key, value in info.items():
-        if key == "plugins":
-            value = ", ".join(f"{p['distribution']}=={p['version']} ({p['name']})" for p in value) or "none"
-        elif key == "plugin_errors":
-            value = "; ".join(f"{e['entry_point']}: {e['error']}" for e in value) or "none"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-        table.add_row(*_cells(key, str(value)))
-    _console().print(table)
+    sys.stdout.write(format_env(info))  # plain Markdown, so it pastes into an issue as it is
     return 0
 
 
@@ -362,6 +351,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "synth":
         return _data_synth(args)
+    if args.action == "convert":
+        return _data_convert(args)
     return _data_check(args)
 
 
@@ -412,37 +403,65 @@ def _data_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def _data_convert(args: argparse.Namespace) -> int:
+    from vgrpo.convert import convert_file
+
+    if not (args.source and args.path and args.output):
+        raise ParamsError("data convert: expected --from FORMAT, a file and -o OUT.jsonl, e.g. `vgrpo data "
+                          "convert --from vlm-r1 train.jsonl --image-root coco -o rec.jsonl`")  # fmt: skip
+    report = convert_file(args.path, args.output, source_format=args.source, task=args.task,
+                          image_root=args.image_root, registry=_registry(args))  # fmt: skip
+    if args.json:
+        rows = [{"line": p.line, "field": p.field, "problem": p.reason} for p in report.problems]
+        doc = {"file": args.path, "output": args.output, "task": report.task, "unit": report.unit,
+               "records": report.records, "converted": report.converted, "problems": rows}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 1 if report.failed else 0
+    con = _console(stderr=True)
+    if report.problems:
+        title = f"{report.failed} {report.unit}(s) of {args.path} not converted"
+        table = Table(title=title, title_justify="left")
+        for col in (report.unit, "field", "problem"):
+            table.add_column(col, overflow="fold")
+        for p in report.problems:
+            table.add_row(*_cells(str(p.line or ""), p.field or "", p.reason))
+        con.print(table)
+    con.print(Text(f"converted {report.converted} of {report.records} {report.unit}s of {args.path} "
+                   f"(task {report.task}) to {args.output}", style="yellow" if report.failed else "green"))
+    return 1 if report.failed else 0
+
+
 # -- vgrpo eval ------------------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from vgrpo.config import load_config
     from vgrpo.data import load_jsonl
-    from vgrpo.evaluate import EvalSplit, evaluate
+    from vgrpo.evaluate import COUNT_KEYS, METRICS, EvalSplit, build_eval_splits, eval_settings, evaluate
     from vgrpo.models.adapters import TINY, select_adapter
     from vgrpo.trainer import latest_checkpoint
 
     registry = _registry(args)
+    sampling = [f"eval.{key}={value}" for key, value in
+                (("num_samples", args.samples), ("pass_k", args.k), ("temperature", args.temperature))
+                if value is not None]  # fmt: skip
     if args.config is not None:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *sampling])
         out = Path(config.output_dir)
-        model_path = str(latest_checkpoint(out) or config.model.name_or_path) if out.exists() else config.model.name_or_path
-        splits = []
-        for entry in config.tasks:
-            task = registry.task(entry.task)
-            files = config.eval.data.get(entry.task, entry.data)
-            samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
-            splits.append(EvalSplit(task, task.params(entry.params), samples[: config.eval.max_samples]))
-        batch, new_tokens = config.eval.batch_size, config.eval.max_new_tokens or config.generation.max_completion_length
-        eval_dir, adapter_name = out / "eval", config.model.adapter
+        checkpoint = latest_checkpoint(out) if out.exists() else None
+        model_path = str(checkpoint or config.model.name_or_path)
+        splits = build_eval_splits(config, registry)
+        eval_dir = out / "eval"
     else:
         if not (args.model and args.task and args.data):
             raise ParamsError("eval: expected CONFIG, or --model PATH --task TASK --data FILE")
+        config = load_config(None, [f"eval.batch_size={args.batch_size}",
+                                    f"eval.max_new_tokens={args.max_new_tokens}", *sampling])  # fmt: skip
         task = registry.task(args.task)
         samples = load_jsonl(args.data, task, image_root=args.image_root)
         splits = [EvalSplit(task, task.params(_json_arg(args.params, "--params")), samples)]
-        model_path, batch, new_tokens = args.model, args.batch_size, args.max_new_tokens
-        eval_dir, adapter_name = Path(args.output_dir), "auto"
+        model_path, eval_dir = args.model, Path(args.output_dir)
     if model_path == TINY:
         model_type = "qwen2_5_vl"
     else:
@@ -452,18 +471,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
             model_type = AutoConfig.from_pretrained(model_path).model_type
         except (OSError, ValueError) as exc:
             raise ParamsError(f"eval: cannot load the model config from {model_path!r}: {exc}") from None
-    adapter = select_adapter(registry.model_adapters, adapter_name, model_type)
-    model, processor = adapter.load(model_path)
+    mcfg = config.model
+    adapter = select_adapter(registry.model_adapters, mcfg.adapter, model_type)
+    model, processor = adapter.load(model_path, dtype=getattr(torch, mcfg.dtype),
+                                    attn_implementation=mcfg.attn_implementation, min_pixels=mcfg.min_pixels,
+                                    max_pixels=mcfg.max_pixels, seed=config.seed)  # fmt: skip
+    if torch.cuda.is_available():
+        model.to("cuda")
+    settings = eval_settings(config)
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=_console(stderr=True)) as progress:  # fmt: skip
-        metrics = evaluate(model, processor, adapter, splits, eval_dir, batch_size=batch, max_new_tokens=new_tokens,
-                           progress=progress)  # fmt: skip
-    table = Table(title=f"eval of {model_path} → {eval_dir}/eval_metrics.json", title_justify="left")
-    for col in ("task", "metric", "value"):
-        table.add_column(col)
+        metrics = evaluate(model, processor, adapter, splits, eval_dir, progress=progress, **settings)
+    n = settings["num_samples"]
+    how = "greedy" if n == 1 else f"{n} samples per record at temperature {settings['temperature']:g}"
+    table = Table(title=f"eval of {model_path} ({how}) → {eval_dir / METRICS}", title_justify="left",
+                  caption="parsed, unparsed: of all completions; one that does not parse counts as wrong")
+    for col in ("task", "records", "parsed", "unparsed", "metric", "value"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     for task_name, values in metrics.items():
-        for key, value in values.items():
-            table.add_row(*_cells(task_name, key, f"{value:.4f}" if key != "n" else f"{value:.0f}"))
+        shown = [(k, f"{v:.4f}") for k, v in values.items() if k not in COUNT_KEYS] or [("", "")]
+        counts = (task_name, f"{values['n']:.0f}", f"{values['parse_rate']:.1%}", f"{values['unparsed']:.0f}")
+        for i, (key, value) in enumerate(shown):
+            table.add_row(*_cells(*(counts if i == 0 else ("",) * 4), key, value))
     _console().print(table)
     return 0
 
@@ -488,6 +517,20 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps(TrainConfig.model_json_schema(), indent=2))
         return 0
     sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    return 0
+
+
+# -- vgrpo new-plugin -----------------------------------------------------------------------------------------
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from vgrpo.scaffold import new_plugin, plugin_names
+
+    written = new_plugin(args.name, args.dir, reward_only=args.reward_only)
+    folder = Path(args.dir) / plugin_names(args.name).distribution
+    con = _console()
+    con.print(Text.assemble(("created ", "bold green"), str(folder)))
+    for path in written:
+        con.print(Text(f"  {path.relative_to(folder)}"))
+    con.print(Text(f"next: cd {folder} && pip install -e . && pytest tests"))
     return 0
 
 
@@ -532,16 +575,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("data", parents=[common], help="`data synth OUT_DIR` or `data check --task T FILE`")
-    p.add_argument("action", choices=["synth", "check"])
-    p.add_argument("path", nargs="?", help="output folder (synth) or JSONL file (check)")
-    p.add_argument("--task", help="task whose records the file holds (check)")
-    p.add_argument("--image-root", help="folder image paths are relative to (check; default: the file's)")
+    p = sub.add_parser("data", parents=[common], help="`data synth OUT_DIR`, `data check --task T FILE` or "
+                       "`data convert --from vlm-r1 FILE -o OUT.jsonl`")  # fmt: skip
+    p.add_argument("action", choices=["synth", "check", "convert"])
+    p.add_argument("path", nargs="?", help="output folder (synth) or JSONL file (check, convert)")
+    p.add_argument("--task", help="task whose records the file holds (check; convert: rec|ovd|count|math, "
+                   "default: read from the records)")  # fmt: skip
+    p.add_argument("--image-root", help="folder image paths are relative to (check, convert; default: the "
+                   "file's)")  # fmt: skip
+    p.add_argument("--from", dest="source", help="format of the file to convert: vlm-r1 (convert)")
+    p.add_argument("-o", "--output", help="JSONL file the converted records go to (convert)")
     p.add_argument("--n", type=int, default=200, help="train records per task (synth, default 200)")
     p.add_argument("--tasks", default="rec,ovd,count,math", help="tasks to write (synth)")
     p.add_argument("--seed", type=int, default=0, help="seed (synth)")
     p.add_argument("--image-size", type=int, default=224, help="image side in pixels (synth)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (check)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (check, convert)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a model on task splits: each task's own metric")
@@ -553,13 +601,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="task params as JSON (without CONFIG)")
     p.add_argument("--image-root", help="folder image paths are relative to")
     p.add_argument("--output-dir", default="eval", help="where predictions.jsonl and eval_metrics.json go")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8, help="completions per batch (without CONFIG)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (without CONFIG)")
+    p.add_argument("--samples", type=int, metavar="N", help="completions per record (default 1: greedy)")
+    p.add_argument("--k", metavar="K[,K...]", help="pass@k values, e.g. 1,4 (default: 1 and --samples)")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (default 1.0)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("env", parents=[common], help="versions and plugins, for bug reports")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_env)
+    p = sub.add_parser("new-plugin", parents=[common], help="write a new plugin package (task, or --reward-only)")
+    p.add_argument("name", help="dotted task or reward name, e.g. acme.chartqa")
+    p.add_argument("--reward-only", action="store_true", help="a reward plugin (vgrpo_rewards hook), no task")
+    p.add_argument("--dir", default=".", help="folder to create the package folder in (default: current)")
+    p.set_defaults(func=cmd_new_plugin)
     return parser
 
 

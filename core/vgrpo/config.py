@@ -130,15 +130,64 @@ class RewardRuntimeConfig(_Section):
 
 
 class EvalConfig(_Section):
-    """`vgrpo eval CONFIG`: which data, and how to generate."""
+    """`vgrpo eval CONFIG` and evaluation during `vgrpo train`: which data, how to generate, how often."""
 
     data: dict[str, list[str]] = Field(
-        default_factory=dict, description="Evaluation JSONL file(s) per task name; tasks not listed use their "
-        "training data (the `tasks:` entries).",
+        default_factory=dict,
+        description="Evaluation JSONL file(s) per task name (relative to the YAML file); tasks not listed "
+        "use their training data (the `tasks:` entries). Every name must be a task of `tasks:`.",
     )
     max_samples: int | None = Field(None, gt=0, description="Evaluate at most this many records per task.")
-    batch_size: int = Field(8, gt=0, description="Prompts per generation batch.")
+    batch_size: int = Field(
+        8, gt=0, description="Completions per generation batch (a record sampled N times fills N of them)."
+    )
     max_new_tokens: int | None = Field(None, gt=0, description="Default: generation.max_completion_length.")
+    num_samples: int = Field(
+        1,
+        ge=1,
+        description="Completions per record. 1: greedy decoding, deterministic (the default). N > 1: N "
+        "completions sampled at `temperature`; the task metrics are averaged over the N and pass@k is "
+        "reported.",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature when num_samples > 1.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass when num_samples > 1.")
+    pass_k: list[int] = Field(
+        default_factory=list,
+        description="The k of pass@k, reported when num_samples > 1 (each k <= num_samples; empty: 1 and "
+        "num_samples): the unbiased estimator 1 - C(n-c, k)/C(n, k) with n = num_samples and c the correct "
+        "ones (the task's `correct`), averaged over records.",
+    )
+    every: int = Field(
+        0,
+        ge=0,
+        description="During `vgrpo train`: evaluate every N optimizer steps (and after the last) on these "
+        "splits, logging `eval/<task>/<metric>` to metrics.jsonl and TensorBoard; 0 disables. Training waits meanwhile, so "
+        "keep max_samples small.",
+    )
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {task: [files] if isinstance(files, str) else files for task, files in value.items()}
+        return value
+
+    @field_validator("pass_k", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `--k 1,4` and `eval.pass_k=1,4`
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return [value] if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _check_k(self) -> EvalConfig:
+        bad = [k for k in self.pass_k if not 1 <= k <= self.num_samples]
+        if bad:
+            raise ValueError(
+                f"pass_k: every k must be between 1 and num_samples ({self.num_samples}), got {bad}"
+                + (" (pass@k needs num_samples > 1: sampled evaluation)" if self.num_samples == 1 else "")
+            )
+        return self
 
 
 class LoggingConfig(_Section):
@@ -182,6 +231,9 @@ class TrainConfig(_Section):
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"tasks: each task may appear once, {dupes} appear more often (merge their data lists)")
+        extra = sorted(set(self.eval.data) - set(names))
+        if extra:
+            raise ValueError(f"eval.data: {extra} not in tasks {names} (evaluation uses a task's params)")
         return self
 
 
@@ -268,10 +320,17 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+def _resolved(base: Path, files: Any) -> Any:
+    """``data`` file(s) resolved against ``base`` (anything else is left for validation to report)."""
+    if isinstance(files, str):
+        files = [files]
+    return [str(base / f) if isinstance(f, str) else f for f in files] if isinstance(files, list) else files
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML config (or start from defaults), apply dotted overrides, validate.
 
-    Relative ``data`` and ``image_root`` paths are resolved against the YAML file's directory.
+    Relative ``data``, ``image_root`` and ``eval.data`` paths are resolved against the YAML file's directory.
     """
     data: dict[str, Any] = {}
     source = "defaults"
@@ -291,13 +350,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         base = Path(path).resolve().parent
         for entry in data.get("tasks") or []:
             if isinstance(entry, dict):
-                files = entry.get("data")
-                if isinstance(files, str):
-                    files = [files]
-                if isinstance(files, list):
-                    entry["data"] = [str(base / f) if isinstance(f, str) else f for f in files]
+                if "data" in entry:
+                    entry["data"] = _resolved(base, entry["data"])
                 if isinstance(entry.get("image_root"), str):
                     entry["image_root"] = str(base / entry["image_root"])
+        evaluation = data.get("eval")
+        if isinstance(evaluation, dict) and isinstance(evaluation.get("data"), dict):
+            evaluation["data"] = {task: _resolved(base, files) for task, files in evaluation["data"].items()}
     for item in overrides:
         apply_override(data, item)
     try:

@@ -135,6 +135,11 @@ def read_jsonl_lines(path: str | Path) -> Iterator[JsonLine]:
             except json.JSONDecodeError as exc:
                 error = DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno)
                 yield JsonLine(lineno, end, error=error)
+            except RecursionError:
+                error = DataError("invalid JSON (nested too deeply)", file=path, line=lineno)
+                yield JsonLine(lineno, end, error=error)
+            except ValueError as exc:  # e.g. an integer of more digits than Python converts
+                yield JsonLine(lineno, end, error=DataError(f"invalid JSON ({exc})", file=path, line=lineno))
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:

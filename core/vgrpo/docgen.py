@@ -1,10 +1,13 @@
-"""Generate the reference pages (docs/reference/) from the tasks' params models and the config models.
+"""Generate the reference pages (docs/reference/) from the tasks' params models, the config models and the
+command-line parser.
 
 ``python -m vgrpo.docgen docs/reference`` (or ``make docs-ref``); a test keeps the files in sync.
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import sys
 from collections.abc import Iterable
@@ -12,12 +15,23 @@ from pathlib import Path
 
 from vgrpo.cli import task_info
 from vgrpo.plugins import PluginRegistry, load_plugins
+from vgrpo.task import Task
 
 BUILTIN_TASKS = ("rec", "ovd", "count", "math")
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def correctness(task: Task) -> str:
+    """What makes one record correct for ``task`` (its ``correct``), in a sentence."""
+    method = type(task).correct
+    if method is Task.correct:
+        metric = f"`{task.metric_names[0]}`" if task.metric_names else "its first metric"
+        return f"{metric} computed on the record alone is 1.0 (the default rule)."
+    doc = inspect.getdoc(method) or ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASKS) -> str:
@@ -50,6 +64,8 @@ def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASK
         out += [
             "",
             f"**Metric** (dataset-level): {', '.join(f'`{m}`' for m in info['metric'])}",
+            "",
+            f"**Correct** (one record, what pass@k counts): {correctness(registry.task(name))}",
             "",
             "**Prompt** for the example record, default params (user message):",
             "",
@@ -104,10 +120,104 @@ def config_reference() -> str:
     return "\n".join(out)
 
 
+_FLAG_ACTIONS = (argparse._VersionAction, argparse._CountAction, argparse._StoreTrueAction)
+
+
+def _shown(action: argparse.Action) -> bool:
+    return action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction)
+
+
+def _metavar(action: argparse.Action) -> str:
+    if action.metavar is not None:
+        return str(action.metavar)
+    if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest.upper() if action.option_strings else action.dest
+
+
+def _takes_value(action: argparse.Action) -> bool:
+    return action.nargs != 0 and not isinstance(action, (argparse._CountAction, argparse._VersionAction))
+
+
+def _flag(action: argparse.Action) -> str:
+    """The argument as written on the command line: ``--params PARAMS``, ``[file]``, ``[overrides ...]``."""
+    if action.option_strings:
+        return max(action.option_strings, key=len) + (f" {_metavar(action)}" if _takes_value(action) else "")
+    name = _metavar(action)
+    forms = {"?": f"[{name}]", "*": f"[{name} ...]", "+": f"{name} [{name} ...]"}
+    forms[argparse.PARSER] = f"{name} ..."
+    return forms.get(str(action.nargs), name)
+
+
+def _usage(parser: argparse.ArgumentParser) -> str:
+    """A one-line usage: options (bracketed) then positionals, independent of the terminal's width."""
+    actions = [a for a in parser._actions if _shown(a)]
+    options = [f"[{_flag(a)}]" for a in actions if a.option_strings]
+    positionals = [_flag(a) for a in actions if not a.option_strings]
+    return " ".join([parser.prog, *options, *positionals])
+
+
+def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = ["| argument | default | description |", "|---|---|---|"]
+    for action in parser._actions:
+        if not _shown(action) or isinstance(action, argparse._SubParsersAction):
+            continue
+        if action.option_strings:
+            value = f" {_metavar(action)}" if _takes_value(action) else ""
+            names = ", ".join(action.option_strings) + value
+        else:
+            names = action.dest
+        unset = isinstance(action, _FLAG_ACTIONS) or action.default in (None, argparse.SUPPRESS, [])
+        default = "" if unset else f"`{json.dumps(action.default)}`"
+        text = action.help or ""
+        if action.choices is not None:
+            text = f"{text} (one of: {', '.join(str(c) for c in action.choices)})".strip()
+        rows.append(f"| `{names}` | {default} | {_cell(text)} |")
+    return rows if len(rows) > 2 else []
+
+
+def cli_reference() -> str:
+    """Markdown for every ``vgrpo`` command: usage and arguments, from :func:`vgrpo.cli.build_parser`."""
+    from vgrpo.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help or "" for choice in commands._choices_actions}
+    out = [
+        "# CLI reference",
+        "",
+        "Generated from the argument parser (`vgrpo.cli.build_parser`) by `make docs-ref`; do not edit by",
+        "hand. Every command also takes `-h`/`--help`, and the global flags `--strict-plugins` and `-v` may",
+        "follow the command. Exit status: 0 on success, 1 when the command failed, 2 for a usage or input",
+        "error.",
+        "",
+        "## `vgrpo`",
+        "",
+        parser.description or "",
+        "",
+        "```text",
+        _usage(parser),
+        "```",
+        "",
+        *_argument_rows(parser),
+        "",
+        "| command | what it does |",
+        "|---|---|",
+        *[f"| [`{name}`](#vgrpo-{name}) | {_cell(helps.get(name, ''))} |" for name in commands.choices],
+        "",
+    ]
+    for name, sub in commands.choices.items():
+        rows = _argument_rows(sub)
+        out += [f"## `vgrpo {name}`", "", _cell(helps.get(name, "")), "", "```text", _usage(sub), "```", ""]
+        out += [*rows, ""] if rows else []
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vgrpo.docgen [DOCS_DIR]``: write reference/tasks.md and reference/config.md, or print them."""
+    """``python -m vgrpo.docgen [DOCS_DIR]``: write reference/{tasks,config,cli}.md, or print them."""
     argv = sys.argv[1:] if argv is None else argv
     pages = {"tasks.md": task_reference(load_plugins()), "config.md": config_reference()}
+    pages["cli.md"] = cli_reference()
     if not argv:
         sys.stdout.write("\n\n".join(pages.values()))
         return 0

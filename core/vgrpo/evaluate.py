@@ -1,25 +1,43 @@
-"""Evaluation: greedy completions for a split, each task's dataset-level metric, resumable.
+"""Evaluation: completions for whole splits, each task's dataset-level metric, pass@k, resumable.
 
-Predictions go to ``predictions.jsonl`` as they are made; a re-run skips (task, id) pairs already there, so
-an interrupted evaluation continues where it stopped. Metrics go to ``eval_metrics.json``.
+Greedy decoding by default (one completion per record); with ``num_samples`` N > 1, N completions per record
+are sampled and each task's metric is averaged over the N, plus pass@k from the task's per-record
+``correct``. With an ``output_dir``, predictions go to ``predictions.jsonl`` as they are made and a re-run
+skips the (task, id, sample) rows already there; metrics go to ``eval_metrics.json``. Without one (evaluation
+during training) nothing is written. Sampled rows draw from their own seeded generators, so the torch RNG of
+the caller (training's) is left as it was.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import math
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vgrpo.config import GenerationConfig
+import torch
+
+from vgrpo.config import GenerationConfig, TrainConfig
+from vgrpo.data import load_jsonl
+from vgrpo.errors import DataError
 from vgrpo.models.adapters import ModelAdapter
 from vgrpo.rollout import eos_token_ids, sample
 from vgrpo.scoring import safe_parse
 from vgrpo.task import Sample, Task, TaskParams
 
+if TYPE_CHECKING:
+    from vgrpo.plugins import PluginRegistry
+
 log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "eval_metrics.json"
+#: Keys every task's result has besides its own metrics and pass@k.
+COUNT_KEYS = ("parse_rate", "unparsed", "n")
 
 
 @dataclass
@@ -31,6 +49,60 @@ class EvalSplit:
     samples: list[Sample]
 
 
+def build_eval_splits(config: TrainConfig, registry: PluginRegistry) -> list[EvalSplit]:
+    """One split per task of ``config.tasks``: ``eval.data[task]`` (default: the task's training data), the
+    task's params, at most ``eval.max_samples`` records. Missing plugins, unknown tasks, bad records and
+    duplicate ids fail here, before any generation."""
+    registry.require(config.required_plugins)
+    splits = []
+    for entry in config.tasks:
+        task = registry.task(entry.task)
+        params = task.params(entry.params)
+        files = config.eval.data.get(entry.task, entry.data)
+        samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
+        split = EvalSplit(task, params, samples[: config.eval.max_samples])
+        unique_samples(split)
+        splits.append(split)
+        log.info("eval %s: %d records from %s", entry.task, len(split.samples), ", ".join(files))
+    return splits
+
+
+def eval_settings(config: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate` that a training config sets (its ``eval:`` section)."""
+    ev = config.eval
+    return {
+        "batch_size": ev.batch_size,
+        "max_new_tokens": ev.max_new_tokens or config.generation.max_completion_length,
+        "num_samples": ev.num_samples,
+        "temperature": ev.temperature,
+        "top_p": ev.top_p,
+        "pass_k": tuple(ev.pass_k),
+        "seed": config.seed,
+    }
+
+
+def flat_metrics(metrics: dict[str, dict[str, float]], prefix: str = "eval") -> dict[str, float]:
+    """``{"eval/<task>/<metric>": value}``: the per-task result of :func:`evaluate` as one metrics row."""
+    return {f"{prefix}/{task}/{key}": v for task, values in metrics.items() for key, v in values.items()}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one record with ``c`` correct among ``n`` samples: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# -- predictions.jsonl ---------------------------------------------------------------------------------------
+def _mode(temperature: float | None, top_p: float) -> dict[str, float] | None:
+    """How rows were generated (``None``: greedy); rows of another mode are never reused."""
+    return None if temperature is None else {"temperature": temperature, "top_p": top_p}
+
+
+def _key(task: str, sample_id: str, index: int, mode: dict[str, float] | None) -> tuple[str, str, int, str]:
+    return task, sample_id, index, json.dumps(mode, sort_keys=True)
+
+
 def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as f:
         if f.seek(0, 2) == 0:
@@ -39,8 +111,9 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    if not path.exists():
+def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+    """The rows already predicted, by (task, id, sample index, mode); rows without these: sample 0, greedy."""
+    if path is None or not path.exists():
         return {}
     done = {}
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -49,64 +122,173 @@ def _done(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut by an interruption: predicted again
                 continue
-            done[(row["task"], row["id"])] = row
+            done[_key(row["task"], row["id"], row.get("sample", 0), row.get("sampling"))] = row
     return done
 
 
+# -- generation and scoring ----------------------------------------------------------------------------------
 def evaluate(
     model: Any,
     processor: Any,
     adapter: ModelAdapter,
     splits: Sequence[EvalSplit],
-    output_dir: str | Path,
+    output_dir: str | Path | None = None,
     *,
     batch_size: int = 8,
     max_new_tokens: int = 256,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    pass_k: Iterable[int] = (),
+    seed: int = 0,
+    generate_kwargs: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """Greedy predictions for every sample of every split, then each task's metric over its whole split."""
+    """Completions for every record of every split, then each task's metrics over its whole split.
+
+    ``{task: {<task metrics>, "pass@k"..., "parse_rate", "unparsed", "n"}}``. ``num_samples`` 1 is greedy;
+    N > 1 samples N completions per record at ``temperature``/``top_p``, each row from its own random
+    stream (:func:`sample_seed`: ``seed``, task, id, sample index), and reports pass@k for each k of
+    ``pass_k`` (default 1 and N). An unparsable prediction counts as wrong. ``output_dir=None`` writes
+    nothing. Inputs go to the model's device; ``generate_kwargs`` are passed to ``generate`` (e.g. ZeRO-3's
+    ``synced_gpus``). ``progress``: a rich Progress, for a bar with ETA.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    ks = sorted(set(pass_k) or {1, num_samples}) if num_samples > 1 else []
+    if any(not 1 <= k <= num_samples for k in ks):
+        raise ValueError(f"pass@k needs 1 <= k <= num_samples ({num_samples}), got {ks}")
+    greedy = num_samples == 1
+    mode = _mode(None if greedy else temperature, top_p)
+    pred_path = None
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        pred_path = Path(output_dir) / PREDICTIONS
+    done = _done(pred_path)
+    todo = [(s, x, i) for s in splits for x in unique_samples(s) for i in range(num_samples)
+            if _key(s.task.name, x.id, i, mode) not in done]  # fmt: skip
+    if todo:
+        gen = GenerationConfig(max_completion_length=max_new_tokens, temperature=temperature, top_p=top_p)
+        eos = eos_token_ids(model, processor)
+        devices = _cuda_devices(model)
+        was_training = model.training
+        model.eval()
+        bar = progress.add_task("eval", total=len(todo)) if progress is not None else None
+        f = pred_path.open("a", encoding="utf-8") if pred_path is not None else None
+        try:
+            if f is not None and not _ends_with_newline(pred_path):  # type: ignore[arg-type]
+                f.write("\n")  # a line cut by an interruption stays alone (and is skipped when read)
+            with torch.random.fork_rng(devices=devices):  # the caller's RNG state is kept
+                for start in range(0, len(todo), batch_size):
+                    chunk = todo[start : start + batch_size]
+                    rows = _generate(model, processor, adapter, chunk, gen, eos, mode, seed, generate_kwargs)
+                    for (s, x, i), row in zip(chunk, rows):
+                        done[_key(s.task.name, x.id, i, mode)] = row
+                        if f is not None:
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    if f is not None:
+                        f.flush()
+                    if bar is not None:
+                        progress.advance(bar, len(chunk))
+        finally:
+            if f is not None:
+                f.close()
+            model.train(was_training)
+    metrics = {s.task.name: _split_metrics(s, done, num_samples, mode, ks) for s in splits}
+    for name, values in metrics.items():
+        log.info("eval %s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    if output_dir is not None:
+        (Path(output_dir) / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
+
+
+def _device(model: Any) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _cuda_devices(model: Any) -> list[int]:
+    devices = {p.device.index for p in model.parameters() if p.device.type == "cuda"}
+    return sorted(d if d is not None else torch.cuda.current_device() for d in devices)
+
+
+def sample_seed(seed: int, task: str, sample_id: str, index: int) -> int:
+    """The sampling seed of one row: a row samples the same completion whatever batch it is in (so a resumed
+    evaluation makes the rows an uninterrupted one would have made)."""
+    return zlib.crc32(f"{seed}\0{task}\0{sample_id}\0{index}".encode())
+
+
+def _generate(
+    model: Any,
+    processor: Any,
+    adapter: ModelAdapter,
+    chunk: Sequence[tuple[EvalSplit, Sample, int]],
+    gen: GenerationConfig,
+    eos: Sequence[int],
+    mode: dict[str, float] | None,
+    seed: int,
+    generate_kwargs: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """One generation batch; the rows of a record share prompt and image objects (encoded once by adapters
+    that de-duplicate repeated rows)."""
     from PIL import Image
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pred_path = out / "predictions.jsonl"
-    done = _done(pred_path)
-    gen = GenerationConfig(max_completion_length=max_new_tokens)
-    eos = eos_token_ids(model, processor)
-    model.eval()
-    todo = [(s, x) for s in splits for x in unique_samples(s) if (s.task.name, x.id) not in done]
-    bar = progress.add_task("eval", total=len(todo)) if progress is not None else None
-    with pred_path.open("a", encoding="utf-8") as f:
-        if not _ends_with_newline(pred_path):
-            f.write("\n")  # a line cut by an interruption stays alone (and is skipped when read)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            images = [[Image.open(p).convert("RGB") for p in x.images] for _, x in chunk]
-            messages = [s.task.build_prompt(x, s.params) for s, x in chunk]
-            inputs = adapter.encode(processor, messages, images)
-            sizes = adapter.input_sizes(processor, inputs, images)
-            rollout = sample(model, processor, dict(inputs), gen, eos, greedy=True)
-            for (s, x), text, size in zip(chunk, rollout.texts, sizes):
-                parsed, error = safe_parse(s.task, text, s.params)
-                row = {"task": s.task.name, "id": x.id, "completion": text, "parsed": parsed,
-                       "input_size": list(size) if size else None, "error": error}  # fmt: skip
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                done[(s.task.name, x.id)] = row
-            f.flush()
-            if bar is not None:
-                progress.advance(bar, len(chunk))
-    metrics: dict[str, dict[str, float]] = {}
-    for s in splits:
-        rows = [done[(s.task.name, x.id)] for x in s.samples]
-        samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
-                   for x, r in zip(s.samples, rows)]  # fmt: skip
-        predictions = [r["parsed"] for r in rows]
-        result = dict(s.task.metric(predictions, samples, s.params))
-        result["parse_rate"] = sum(p is not None for p in predictions) / max(1, len(predictions))
-        result["n"] = float(len(predictions))
-        metrics[s.task.name] = result
-    (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return metrics
+    prompts: dict[tuple[str, str], tuple[list[dict[str, Any]], list[Any]]] = {}
+    for s, x, _ in chunk:
+        if (s.task.name, x.id) not in prompts:
+            images = [Image.open(p).convert("RGB") for p in x.images]
+            prompts[(s.task.name, x.id)] = (s.task.build_prompt(x, s.params), images)
+    messages = [prompts[(s.task.name, x.id)][0] for s, x, _ in chunk]
+    images = [prompts[(s.task.name, x.id)][1] for s, x, _ in chunk]
+    encoded = adapter.encode(processor, messages, images)
+    sizes = adapter.input_sizes(processor, encoded, images)
+    device = _device(model)
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in dict(encoded).items()}
+    if mode is None:
+        rollout = sample(model, processor, inputs, gen, eos, greedy=True, generate_kwargs=generate_kwargs)
+    else:
+        seeds = [sample_seed(seed, s.task.name, x.id, i) for s, x, i in chunk]
+        rollout = sample(model, processor, inputs, gen, eos, seeds=seeds, generate_kwargs=generate_kwargs)
+    rows = []
+    for (s, x, i), text, size in zip(chunk, rollout.texts, sizes):
+        parsed, error = safe_parse(s.task, text, s.params)
+        rows.append({"task": s.task.name, "id": x.id, "sample": i, "sampling": mode, "completion": text,
+                     "parsed": parsed, "input_size": list(size) if size else None,
+                     "error": error})  # fmt: skip
+    return rows
+
+
+def _split_metrics(
+    split: EvalSplit,
+    done: dict[tuple[str, str, int, str], dict[str, Any]],
+    num_samples: int,
+    mode: dict[str, float] | None,
+    ks: Sequence[int],
+) -> dict[str, float]:
+    """The task's metric for each sample index, averaged; pass@k; parse counts (over all completions)."""
+    task, name = split.task, split.task.name
+    per_index: list[dict[str, float]] = []
+    predictions: list[Any] = []
+    samples: list[Sample] = []
+    for i in range(num_samples):
+        rows = [done[_key(name, x.id, i, mode)] for x in split.samples]
+        index_samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
+                         for x, r in zip(split.samples, rows)]  # fmt: skip
+        index_predictions = [r["parsed"] for r in rows]
+        per_index.append(dict(task.metric(index_predictions, index_samples, split.params)))
+        predictions += index_predictions
+        samples += index_samples
+    result = {key: sum(float(m[key]) for m in per_index) / num_samples for key in per_index[0]}
+    if ks:
+        correct = task.correct(predictions, samples, split.params)
+        n_records = len(split.samples)
+        counts = [sum(bool(correct[i * n_records + r]) for i in range(num_samples)) for r in range(n_records)]
+        for k in ks:
+            result[f"pass@{k}"] = sum(pass_at_k(num_samples, c, k) for c in counts) / max(1, n_records)
+    unparsed = sum(p is None for p in predictions)
+    result["parse_rate"] = (len(predictions) - unparsed) / max(1, len(predictions))
+    result["unparsed"] = float(unparsed)
+    result["n"] = float(len(split.samples))
+    return result
 
 
 def unique_samples(split: EvalSplit) -> list[Sample]:
@@ -114,6 +296,6 @@ def unique_samples(split: EvalSplit) -> list[Sample]:
     seen: set[str] = set()
     for x in split.samples:
         if x.id in seen:
-            raise ValueError(f"task {split.task.name}: sample id {x.id!r} appears twice; ids must be unique to resume")
+            raise DataError(f"task {split.task.name}: id {x.id!r} appears twice; ids must be unique (resume)")
         seen.add(x.id)
     return split.samples

@@ -82,6 +82,9 @@ class PromptTemplate:
 class Task:
     """Base class of a task. Subclasses set the class attributes and implement the three methods.
 
+    ``correct`` (per-record correctness, for pass@k) has a default derived from the metric; override it when
+    the metric's 1.0 does not mean "right" for one record.
+
     Class attributes: ``name`` (bare for built-ins, dotted for third parties, e.g. ``acme.chartqa``),
     ``version``, ``description`` (one line), ``Params``, ``template``, ``rewards``, ``default_weights``,
     ``metric_names``, ``example`` (a JSONL record) and ``example_completion`` (a correct answer to it).
@@ -115,6 +118,22 @@ class Task:
         raise NotImplementedError
 
     # -- provided ------------------------------------------------------------------------------------
+    def correct(
+        self, predictions: Sequence[Any], samples: Sequence[Sample], params: TaskParams
+    ) -> list[bool]:
+        """Whether each prediction answers its record correctly (``None`` never does): what pass@k counts.
+
+        By default a record is correct when the task's first metric (``metric_names[0]``) computed on that
+        record alone reaches 1.0. Override it when that metric is not a [0, 1] score where 1.0 means right
+        (e.g. a detection AP), or to score the whole batch in one call.
+        """
+        out = []
+        for prediction, sample in zip(predictions, samples):
+            values = self.metric([prediction], [sample], params)
+            name = self.metric_names[0] if self.metric_names else next(iter(values))
+            out.append(prediction is not None and float(values[name]) >= 1.0)
+        return out
+
     def params(self, values: Mapping[str, Any] | TaskParams | None = None) -> TaskParams:
         """Validated params from a mapping (missing keys take defaults); errors name the key."""
         if isinstance(values, self.Params):

@@ -29,7 +29,9 @@ from vgrpo.advantages import group_advantages
 from vgrpo.config import TrainConfig, dump_config
 from vgrpo.data import load_jsonl
 from vgrpo.distributed import Distributed, run_as_forward
+from vgrpo.env import plugin_summary_lines, version_summary
 from vgrpo.errors import DataError, TrainingError
+from vgrpo.evaluate import build_eval_splits, eval_settings, evaluate, flat_metrics
 from vgrpo.loss import LossOutput, grpo_loss
 from vgrpo.metrics import MetricsLogger
 from vgrpo.mixture import MixtureSampler
@@ -106,7 +108,11 @@ class Trainer:
             raise DataError("the config lists no tasks: add entries under `tasks:` ({task, data})")
         self.registry.require(cfg.required_plugins)
         self.dist = Distributed()
+        if self.dist.is_main:
+            for line in [version_summary(), *plugin_summary_lines(self.registry)]:
+                log.info("%s", line)
         self.entries = self._setup_mixture()
+        self.eval_splits = build_eval_splits(cfg, self.registry) if cfg.eval.every else []
         self.sampler = MixtureSampler([len(e.samples) for e in self.entries], [t.weight for t in cfg.tasks], cfg.seed)
         torch.manual_seed(cfg.seed)
         resume_from = self._resume_path()
@@ -457,6 +463,14 @@ class Trainer:
                 for row in part:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+    def evaluate(self) -> dict[str, float]:
+        """``eval/<task>/<metric>`` of the current policy on the eval splits, in memory (the training RNG is left
+        as it was). Every rank evaluates (under ZeRO-3 each forward is a collective); the results are identical."""
+        with self.dist.generation(self.model) as extra:
+            metrics = evaluate(self.unwrapped, self.processor, self.adapter, self.eval_splits, generate_kwargs=extra,
+                               **eval_settings(self.config))  # fmt: skip
+        return flat_metrics(metrics)
+
     def _guarded_step(self) -> list[dict[str, Any]]:
         """train_step, with an out-of-memory error turned into one that names the knobs to turn."""
         try:
@@ -568,9 +582,14 @@ class Trainer:
                           TimeRemainingColumn(), transient=False, disable=not self.dist.is_main) as progress:  # fmt: skip
                 bar = progress.add_task("train", total=cfg.optim.max_steps, completed=self.step, info="")
                 while self.step < cfg.optim.max_steps and not self._stop_agreed():
-                    for row in self._guarded_step():
-                        if self.metrics is not None and (self.step % cfg.logging.every == 0
-                                                         or self.step == cfg.optim.max_steps):
+                    rows = self._guarded_step()
+                    every = cfg.eval.every
+                    if every and any(r["step"] % every == 0 or r["step"] == cfg.optim.max_steps for r in rows):
+                        rows[-1].update(self.evaluate())  # the policy after this batch's optimizer steps
+                    for row in rows:
+                        if self.metrics is not None and (row["step"] % cfg.logging.every == 0
+                                                         or row["step"] == cfg.optim.max_steps
+                                                         or any(k.startswith("eval/") for k in row)):
                             self.metrics.log(row)
                         progress.update(bar, completed=self.step,
                                         info=f"reward {row.get('reward', float('nan')):.3f}")  # fmt: skip

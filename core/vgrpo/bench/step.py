@@ -150,19 +150,14 @@ def _trl_dataset(task: Any, params: Any, samples: list[Any]) -> Any:
     from datasets import Dataset
     from PIL import Image
 
+    from vgrpo.integrations.trl import _placeholder_prompt
+
     rows: dict[str, list[Any]] = {"prompt": [], "sample_index": []}
     has_images = any(s.images for s in samples)
     if has_images:
         rows["images"] = []
-    for i, s in enumerate(samples):
-        prompt = []
-        for m in task.build_prompt(s, params):  # the very messages vgrpo renders; images become placeholders
-            content = m["content"]
-            if not isinstance(content, str):
-                content = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
-                           for p in content]  # fmt: skip
-            prompt.append({"role": m["role"], "content": content})
-        rows["prompt"].append(prompt)
+    for i, s in enumerate(samples):  # the very messages vgrpo renders; images become placeholders
+        rows["prompt"].append(_placeholder_prompt(task.build_prompt(s, params)))
         rows["sample_index"].append(i)
         if has_images:
             rows["images"].append([Image.open(p).convert("RGB") for p in s.images])
@@ -180,21 +175,25 @@ def _trl_reward(task: Any, params: Any, samples: list[Any]) -> Any:
     return reward
 
 
-def measure_trl(args: argparse.Namespace, model_dir: Path, data: Path, output_dir: Path) -> dict[str, Any]:
-    """Time TRL's GRPOTrainer optimizer steps after warm-up (callback-timed), in this process."""
+def trl_trainer(
+    args: argparse.Namespace,
+    model_dir: Path,
+    output_dir: Path,
+    reward_funcs: list[Any],
+    train_dataset: Any,
+    *,
+    reward_weights: list[float] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """TRL's GRPOTrainer on the saved tiny model, set up as the benchmark runs it (settings from ``args``, the
+    benchmark's arguments; ``warmup + steps`` optimizer steps); the TRL interop test builds on it too."""
     import torch
-    from transformers import AutoModelForImageTextToText, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForImageTextToText, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from vgrpo.bench.logprobs import PeakMemory
-    from vgrpo.data import load_jsonl
     from vgrpo.models.tiny import load_image_only_processor
-    from vgrpo.plugins import get_registry
     from vgrpo.rollout import visual_token_ids
 
-    task = get_registry().task(args.task)
-    params = task.params({})
-    samples = load_jsonl(data, task, read_sizes=True)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     for name, param in model.named_parameters():  # vgrpo's freeze_vision rule
         if "visual" in name or "vision" in name:
@@ -204,16 +203,35 @@ def measure_trl(args: argparse.Namespace, model_dir: Path, data: Path, output_di
     generation_kwargs: dict[str, Any] = {"suppress_tokens": visual_token_ids(model)}
     if not args.free_length:
         generation_kwargs["min_new_tokens"] = args.max_new_tokens
-    warmup, total = args.warmup, args.warmup + args.steps
     config = GRPOConfig(
         output_dir=str(output_dir), per_device_train_batch_size=args.num_generations * args.prompts,
         num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
         temperature=args.temperature, learning_rate=args.lr, lr_scheduler_type="constant", loss_type=args.loss_type,
         beta=args.beta, bf16=False, fp16=False, gradient_checkpointing=args.gradient_checkpointing, use_cpu=True,
-        use_vllm=False, gradient_accumulation_steps=1, max_steps=total, logging_steps=1, report_to=[],
-        save_strategy="no", disable_tqdm=True, seed=args.seed, generation_kwargs=generation_kwargs,
-        dataloader_num_workers=0,
+        use_vllm=False, gradient_accumulation_steps=1, max_steps=args.warmup + args.steps, logging_steps=1,
+        report_to=[], save_strategy="no", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0,
+        generation_kwargs=generation_kwargs, reward_weights=reward_weights,
     )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_dataset,
+        processing_class=processor, callbacks=callbacks,
+    )  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # logging_steps=1 only to read the logs; do not print them
+    return trainer
+
+
+def measure_trl(args: argparse.Namespace, model_dir: Path, data: Path, output_dir: Path) -> dict[str, Any]:
+    """Time TRL's GRPOTrainer optimizer steps after warm-up (callback-timed), in this process."""
+    from transformers import TrainerCallback
+
+    from vgrpo.bench.logprobs import PeakMemory
+    from vgrpo.data import load_jsonl
+    from vgrpo.plugins import get_registry
+
+    task = get_registry().task(args.task)
+    params = task.params({})
+    samples = load_jsonl(data, task, read_sizes=True)
+    warmup, total = args.warmup, args.warmup + args.steps
     mem = PeakMemory("cpu")
 
     class StepTimer(TrainerCallback):
@@ -239,11 +257,8 @@ def measure_trl(args: argparse.Namespace, model_dir: Path, data: Path, output_di
             self.last_end = end
 
     timer = StepTimer()
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=[_trl_reward(task, params, samples)], args=config,
-        train_dataset=_trl_dataset(task, params, samples), processing_class=processor, callbacks=[timer],
-    )  # fmt: skip
-    trainer.remove_callback(PrinterCallback)  # logging_steps=1 only to read completion lengths; do not print them
+    trainer = trl_trainer(args, model_dir, output_dir, [_trl_reward(task, params, samples)],
+                          _trl_dataset(task, params, samples), callbacks=[timer])  # fmt: skip
     trainer.train()
     mem.stop()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history

@@ -81,6 +81,13 @@ class MathTask(vgrpo.Task):
     def check_solution(self, solution: Any) -> str:
         return gold_text(solution)
 
+    def correct(
+        self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
+    ) -> list[bool]:
+        """math-verify finds the answer equal to the ground truth (a timeout counts as not equal)."""
+        outcomes = verify_batch(predictions, samples, self.params(params))  # type: ignore[arg-type]
+        return [o is True for o in outcomes]
+
     def metric(
         self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
     ) -> dict[str, float]:

@@ -93,6 +93,18 @@ class OvdTask(vgrpo.Task):
     def check_solution(self, solution: Any) -> list[dict[str, Any]]:
         return check_ground_truth(solution)
 
+    def correct(
+        self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
+    ) -> list[bool]:
+        """All the objects and nothing else: single-image F1 at IoU 0.5 is 1.0, i.e. each ground-truth box is
+        matched one-to-one by a same-label box with IoU >= 0.5 and no box is left over (an empty ground truth
+        needs an empty answer).
+
+        Single-image COCO AP would be too strict (AP@[.5:.95] = 1 needs IoU >= 0.95) and too lenient (boxes
+        of labels absent from the ground truth, or written after every object was found, cost no AP).
+        """
+        return [isinstance(p, list) and _scores(p, s).f1 == 1.0 for p, s in zip(predictions, samples)]
+
     def metric(
         self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
     ) -> dict[str, float]:
