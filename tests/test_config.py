@@ -95,3 +95,14 @@ def test_eval_section_resolves_its_data_and_checks_pass_k(tmp_path):
 def test_eval_data_must_name_a_task_of_the_mixture():
     with pytest.raises(vgrpo.ParamsError, match=r"eval.data: \['ovd'\] not in tasks \['rec'\]"):
         load_config(None, ["tasks=[{task: rec, data: a}]", "eval.data={ovd: [b]}"])
+
+
+def test_a_bare_key_of_exactly_one_section_is_a_shorthand():
+    from vgrpo.config import load_config
+
+    config = load_config(None, ["max_steps=3", "resume=never", "num_generations=2"])
+    assert config.optim.max_steps == 3 and config.checkpoint.resume == "never" and config.grpo.num_generations == 2
+    with pytest.raises(vgrpo.ParamsError, match=r"ambiguous.*checkpoint\.every.*|ambiguous.*logging\.every"):
+        load_config(None, ["every=5"])  # logging.every, checkpoint.every, eval.every
+    with pytest.raises(vgrpo.ParamsError, match="unknown config key .max_stepz."):
+        load_config(None, ["max_stepz=3"])

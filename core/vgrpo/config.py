@@ -255,7 +255,7 @@ def apply_override(data: dict[str, Any], dotted: str) -> None:
     if "=" not in dotted:
         raise ParamsError(f"override {dotted!r}: expected key.sub=value")
     key, value = dotted.split("=", 1)
-    parts = key.strip().split(".")
+    parts = _expand_shorthand(key.strip()).split(".")
     node: Any = data
     model: type[BaseModel] | None = TrainConfig
     for i, part in enumerate(parts):
@@ -284,6 +284,28 @@ def apply_override(data: dict[str, Any], dotted: str) -> None:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParamsError(f"override {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    out = {}
+    for name, field in TrainConfig.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out[name] = field.annotation
+    return out
+
+
+def _expand_shorthand(key: str) -> str:
+    """A bare key that is no top-level field but names a field of exactly one section stands for that section's
+    field: ``max_steps`` is ``optim.max_steps``, ``resume`` is ``checkpoint.resume``. A bare key found in several
+    sections is refused with the full names."""
+    if "." in key or key in TrainConfig.model_fields:
+        return key
+    found = [f"{name}.{key}" for name, model in _sections().items() if key in model.model_fields]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise ParamsError(f"override {key!r} is ambiguous: write one of {found}")
+    return key
 
 
 def _unknown(where: str, key: str, valid: list[str]) -> str:
