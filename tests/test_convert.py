@@ -112,6 +112,20 @@ def test_rec_lines_good_and_bad_are_all_reported(workdir: Path):
     assert check_jsonl(out, get_registry().task("rec")) == []
 
 
+def test_a_repeated_id_is_reported_and_only_its_first_record_written(workdir: Path):
+    line = {"id": 7, "image": "a.png", "conversations": turns("<image>the ball", "[1, 2, 30, 40]")}
+    other = {**line, "id": "7"}  # the same id once loaded (ids are strings in a Sample)
+    src = write_lines(workdir / "dup.jsonl", [line, {**line, "id": 8}, line, other])
+    out = workdir / "dup-out.jsonl"
+    report = convert_file(src, out, image_root=workdir / "coco", task="rec")
+    assert [r["id"] for r in read_records(out)] == [7, 8]
+    assert (report.converted, report.failed) == (2, 2)
+    assert problems_by_line(report) == {
+        3: [("id", "id 7 is already used by line 1; ids must be unique (vgrpo eval resumes by id)")],
+        4: [("id", "id '7' is already used by line 1; ids must be unique (vgrpo eval resumes by id)")],
+    }
+
+
 def test_rec_annotation_array_uses_the_caption_and_the_size(workdir: Path):
     """rec_jsons_processed/*.json: a JSON array of {image, problem, normal_caption, solution, width, ...}."""
     items = [

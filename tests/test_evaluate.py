@@ -71,6 +71,24 @@ def test_cli_eval_errors_before_any_generation(tmp_path, capsys):
     assert cli.main(["eval", "--model", str(tmp_path / "no-model"), "--task", "count", "--data", str(bad)]) == 2
 
 
+def test_a_missing_image_fails_before_any_generation(data, tiny, tmp_path, capsys):
+    records = [json.loads(x) for x in Path(data["count"]).read_text().splitlines()]
+    records[1]["image"] = "images/gone.png"
+    moved = Path(data["count"]).parent / "moved.jsonl"  # beside the images, so the others resolve
+    moved.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "e"
+    assert cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(moved), "--output-dir", str(out),
+                     "--max-new-tokens", "4"]) == 2  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"record {records[1]['id']!r}: image not found" in err and "gone.png" in err and "Traceback" not in err
+    assert not (out / "predictions.jsonl").exists() or not (out / "predictions.jsonl").read_text()
+    from vgrpo.config import load_config
+
+    config = load_config(None, [f"tasks=[{{task: count, data: {data['count']}}}]", f"eval.data={{count: [{moved}]}}"])
+    with pytest.raises(DataError, match="image not found"):  # evaluation during training: at setup
+        build_eval_splits(config, vgrpo.get_registry())
+
+
 def test_cli_eval_of_the_tiny_example_writes_metrics_for_all_four_tasks(tmp_path, capsys):
     """`vgrpo eval examples/tiny.yaml output_dir=X`, on a copy beside freshly synthesised data."""
     synthesize(tmp_path / "data" / "tiny", n_per_task=4, n_val=3, seed=1)

@@ -27,6 +27,24 @@ def test_names_derived_from_a_dotted_name():
     )  # fmt: skip
     assert plugin_names("acme.vision.ocr2").distribution == "vgrpo-acme-vision-ocr2"
     assert plugin_names("acme.max").func == "max_reward"  # never shadows a builtin
+    # nor a name the generated modules use, and is never taken for a test
+    assert [plugin_names(f"acme.{last}").func for last in ("json", "pytest", "check_reward", "vgrpo_rewards")] == [
+        "json_reward", "pytest_reward", "check_reward_reward", "vgrpo_rewards_reward",
+    ]  # fmt: skip
+    assert plugin_names("acme.test_values").func == "reward_test_values"
+
+
+@pytest.mark.parametrize("name", ["acme.json", "acme.pytest", "acme.vgrpo_rewards", "acme.test_values"])
+def test_reward_names_that_collide_with_the_generated_modules_still_pass_their_tests(tmp_path, name):
+    new_plugin(name, tmp_path, reward_only=True)
+    folder = tmp_path / plugin_names(name).distribution
+    env = {**os.environ, "PYTHONPATH": str(folder)}
+    tests = str(folder / "tests")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests,
+                             "-k", "not test_plugin_is_installed"],  # not pip-installed here
+                            env=env, cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b[5-9] passed\b", result.stdout) and "warning" not in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(
@@ -47,6 +65,7 @@ def test_names_derived_from_a_dotted_name():
         ("vgrpo.chartqa", "the namespace 'vgrpo' is reserved"),
         ("py.compile", "would shadow the standard library module"),
         ("acme." + "x" * 70, "it has 75 characters"),
+        ("typing.extensions", "its package name 'typing_extensions' is already taken by an installed module"),
     ],
 )
 def test_bad_names_are_refused_with_the_rule(tmp_path, name, why):

@@ -17,6 +17,7 @@ from pydantic import Field
 import vgrpo
 from vgrpo.testing import check_reward, check_task, fuzz_completions
 from vgrpo.testing._fuzz import EDGE_CASES
+from vgrpo.validation import validate_task
 
 
 @vgrpo.reward(range=(0.0, 1.0))
@@ -68,6 +69,12 @@ def test_a_task_that_honours_the_contract_passes():
         vgrpo.Sample(id="s3", question="Say no", solution="no", images=("a.png", "b.png")),
     ]
     check_task(EchoTask(), examples=more, params=[{"require_answer_tags": False}], fuzz=20, seed=3)
+
+
+def test_something_that_is_not_a_task_is_a_failed_check_not_a_crash():
+    for junk in ("rec", None, accuracy):
+        with pytest.raises(AssertionError, match="expected a vgrpo.Task"):
+            check_task(junk)
 
 
 def test_the_builtin_tasks_pass(vgrpo_registry):
@@ -157,6 +164,32 @@ def test_a_batched_reward_returning_the_wrong_number_of_values_is_reported():
         return [0.0] * (len(completions) - 1)
 
     assert "reward 'short' raised ValueError" in violations(_with_rewards(short))
+
+
+def test_a_batched_reward_that_breaks_only_on_batches_is_reported():
+    @vgrpo.reward("single", batched=True)
+    def single(completions: Sequence[str]) -> list[float]:
+        """Always one value: right for one item, wrong for a batch."""
+        return [0.0]
+
+    assert "reward 'single' raised ValueError on a whole batch, not on its items one by one" in violations(
+        _with_rewards(single)
+    )
+    with pytest.raises(AssertionError, match="on a whole batch, not on its items one by one"):
+        check_reward(vgrpo.reward("acme.single", batched=True)(single.fn))
+
+
+def test_a_reward_returning_a_numpy_number_passes_registration_and_the_contract():
+    np = pytest.importorskip("numpy")
+
+    @vgrpo.reward("accuracy", range=(0.0, 1.0))
+    def numpy_accuracy(parsed: Any, sample: vgrpo.Sample) -> float:
+        """numpy's float32, as vectorised rewards return."""
+        return np.float32(parsed == sample.solution)
+
+    task = _with_rewards(numpy_accuracy)()
+    assert validate_task(task) == []  # was: "gave np.float32(1.0) on the example, outside its range"
+    check_task(task)
 
 
 def test_a_reward_without_a_description_is_reported():

@@ -199,3 +199,18 @@ def test_evaluation_during_training_logs_each_tasks_metric_and_leaves_training_u
     for ra, rb in zip(a, b):  # evaluation does not disturb sampling or training
         assert {k: v for k, v in ra.items() if k not in TIMING} == \
             {k: v for k, v in rb.items() if k not in TIMING and not k.startswith("eval/")}
+
+
+def test_a_missing_image_is_found_at_start_up_naming_file_and_line(data, tmp_path):
+    from vgrpo import DataError
+
+    good = json.loads(data["count"].read_text().splitlines()[0])
+    good["image"] = str(data["count"].parent / good["image"])
+    bad = {**good, "id": "bad", "image": "nowhere.png", "image_size": [64, 64]}  # a size, so nothing opens it
+    path = tmp_path / "count.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError) as info:
+        Trainer(_config({"count": path}, tmp_path / "run", "optim.max_steps=1")).setup()
+    message = str(info.value)
+    assert "nowhere.png" in message and f"{path}:2" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

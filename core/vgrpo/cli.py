@@ -522,10 +522,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 # -- vgrpo new-plugin -----------------------------------------------------------------------------------------
 def cmd_new_plugin(args: argparse.Namespace) -> int:
-    from vgrpo.scaffold import new_plugin, plugin_names
+    from vgrpo.scaffold import new_plugin
 
     written = new_plugin(args.name, args.dir, reward_only=args.reward_only)
-    folder = Path(args.dir) / plugin_names(args.name).distribution
+    folder = written[0].parent  # pyproject.toml's folder
     con = _console()
     con.print(Text.assemble(("created ", "bold green"), str(folder)))
     for path in written:

@@ -458,6 +458,7 @@ def convert_file(
     task_obj = registry.task(report.task) if report.task is not None else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    first_of: dict[str, int] = {}  # id -> the record number that used it first
     with output.open("w", encoding="utf-8") as out:
         for item in items:
             problems: list[DataError]
@@ -475,7 +476,14 @@ def convert_file(
                     record, problems = _convert(item, task_obj, root, output.parent)
                 except Exception as exc:  # noqa: BLE001 - a record nobody foresaw is reported, never fatal
                     record, problems = None, [_unexpected(exc, path, item.number)]
+                if record is not None and "id" in record and str(record["id"]) in first_of:
+                    first = first_of[str(record["id"])]
+                    problems = [DataError(f"id {record['id']!r} is already used by {unit} {first}; ids must be "
+                                          "unique (vgrpo eval resumes by id)", field="id")]  # fmt: skip
+                    record = None
                 if record is not None:
+                    if "id" in record:
+                        first_of[str(record["id"])] = item.number
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     report.converted += 1
             report.problems += [

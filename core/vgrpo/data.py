@@ -82,6 +82,10 @@ def sample_from_record(
 
     image_size = _size(record["image_size"], "image_size") if record.get("image_size") is not None else None
     input_size = _size(record["input_size"], "input_size") if record.get("input_size") is not None else None
+    if read_sizes:  # training start-up: every image must be there, not only the first
+        for image in images:
+            if not Path(image).is_file():
+                raise DataError(f"image file not found: {image!r}", field="image")
     if image_size is None and read_sizes and images:
         try:
             image_size = read_image_size(images[0])

@@ -51,8 +51,8 @@ class EvalSplit:
 
 def build_eval_splits(config: TrainConfig, registry: PluginRegistry) -> list[EvalSplit]:
     """One split per task of ``config.tasks``: ``eval.data[task]`` (default: the task's training data), the
-    task's params, at most ``eval.max_samples`` records. Missing plugins, unknown tasks, bad records and
-    duplicate ids fail here, before any generation."""
+    task's params, at most ``eval.max_samples`` records. Missing plugins, unknown tasks, bad records,
+    duplicate ids and missing images fail here, before any generation."""
     registry.require(config.required_plugins)
     splits = []
     for entry in config.tasks:
@@ -62,6 +62,7 @@ def build_eval_splits(config: TrainConfig, registry: PluginRegistry) -> list[Eva
         samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
         split = EvalSplit(task, params, samples[: config.eval.max_samples])
         unique_samples(split)
+        _check_images(split.task.name, split.samples)
         splits.append(split)
         log.info("eval %s: %d records from %s", entry.task, len(split.samples), ", ".join(files))
     return splits
@@ -167,6 +168,8 @@ def evaluate(
     done = _done(pred_path)
     todo = [(s, x, i) for s in splits for x in unique_samples(s) for i in range(num_samples)
             if _key(s.task.name, x.id, i, mode) not in done]  # fmt: skip
+    for s in splits:
+        _check_images(s.task.name, [x for s_, x, _ in todo if s_ is s])
     if todo:
         gen = GenerationConfig(max_completion_length=max_new_tokens, temperature=temperature, top_p=top_p)
         eos = eos_token_ids(model, processor)
@@ -289,6 +292,14 @@ def _split_metrics(
     result["unparsed"] = float(unparsed)
     result["n"] = float(len(split.samples))
     return result
+
+
+def _check_images(task: str, samples: Iterable[Sample]) -> None:
+    """:class:`DataError` naming the record when an image file is missing (not halfway through generation)."""
+    for x in samples:
+        for path in x.images:
+            if not Path(path).is_file():
+                raise DataError(f"task {task}, record {x.id!r}: image not found: {path}", field="image")
 
 
 def unique_samples(split: EvalSplit) -> list[Sample]:

@@ -9,6 +9,7 @@ JSONL records with PNG images, tests built on :mod:`vgrpo.testing`, and a README
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import json
 import keyword
 import logging
@@ -33,8 +34,11 @@ NAME_RULE = (
     "vgrpo's built-ins and the namespace 'vgrpo' for vgrpo itself ('acme.chartqa' gives the distribution "
     "vgrpo-acme-chartqa and the package acme_chartqa)"
 )
-# Names the generated modules use themselves: a reward function called like one of them would shadow it.
-_MODULE_NAMES = frozenset({"vgrpo", "annotations", "SOFT_LIMIT", "HARD_LIMIT"})
+# Names the generated modules (rewards.py, __init__.py, the tests) use themselves: a reward function called
+# like one of them would shadow it, and one called test_* would be taken for a test.
+_MODULE_NAMES = frozenset({
+    "vgrpo", "annotations", "SOFT_LIMIT", "HARD_LIMIT", "json", "pytest", "check_reward", "vgrpo_rewards",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,14 @@ def plugin_names(name: str) -> PluginNames:
     if package in sys.stdlib_module_names:
         raise refuse(f"its package name {package!r} would shadow the standard library module")
     last = parts[-1]
-    func = last if last not in _MODULE_NAMES and not hasattr(builtins, last) else f"{last}_reward"
+    if importlib.util.find_spec(package) is not None:
+        raise refuse(f"its package name {package!r} is already taken by an installed module")
+    if last.startswith("test"):
+        func = f"reward_{last}"
+    elif last in _MODULE_NAMES or hasattr(builtins, last):
+        func = f"{last}_reward"
+    else:
+        func = last
     return PluginNames(
         name=name,
         distribution="vgrpo-" + package.replace("_", "-"),

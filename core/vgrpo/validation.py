@@ -9,7 +9,8 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel
 
 from vgrpo.data import sample_from_record
-from vgrpo.rewards import Reward
+from vgrpo.rewards import Reward, RewardFailure
+from vgrpo.scoring import _check_value
 from vgrpo.task import TASK_NAME_RE, Task, TaskParams
 
 
@@ -87,9 +88,9 @@ def validate_task(task: Task) -> list[str]:
         for r in rewards:
             try:
                 (value,) = r([parsed], [sample], params, [text])
-                ok = isinstance(value, (int, float)) and r.range[0] <= value <= r.range[1]
-                if not ok:
-                    problems.append(f"reward {r.name!r} gave {value!r} on the example, outside its range {r.range}")
+                _, failure = (None, None) if isinstance(value, RewardFailure) else _check_value(r, value)
+                if failure is not None:  # numpy scalars are numbers, as when scoring
+                    problems.append(f"reward {r.name!r} gave {value!r} on the example ({failure})")
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"reward {r.name!r} raised {type(exc).__name__} on the example: {exc}")
     return problems

@@ -267,21 +267,27 @@ def _reward_outputs(
     samples: Sequence[Sample],
     params: BaseModel,
     completions: Sequence[str],
-) -> list[Any]:
-    """The reward's value for each item, or the exception it raised for that item."""
+) -> tuple[list[Any], Exception | None]:
+    """The reward's value for each item, or the exception it raised for that item; and the exception of a
+    batched reward that raised on the whole batch but on no item alone (scoring retries item by item too,
+    so such a reward silently loses its batching)."""
+    batch_error = None
     if reward.batched:
         try:
-            return list(reward(parsed, samples, params, completions))
-        except Exception:  # find the items that fail, one by one
+            return list(reward(parsed, samples, params, completions)), None
+        except Exception as exc:  # find the items that fail, one by one
             if len(parsed) == 1:
                 raise
+            batch_error = exc
     out: list[Any] = []
     for i in range(len(parsed)):
         try:
             out.append(reward(parsed[i : i + 1], samples[i : i + 1], params, completions[i : i + 1])[0])
         except Exception as exc:  # noqa: BLE001
             out.append(exc)
-    return out
+    if any(isinstance(x, Exception) for x in out):
+        batch_error = None
+    return out, batch_error
 
 
 def _check_reward_values(
@@ -295,9 +301,12 @@ def _check_reward_values(
         chunk = items[start : start + _BATCH]
         parsed, samples, completions = (list(x) for x in zip(*chunk))
         try:
-            values = _reward_outputs(reward, parsed, samples, params, completions)
+            values, batch_error = _reward_outputs(reward, parsed, samples, params, completions)
         except Exception as exc:  # noqa: BLE001 - a batched reward that raised on a single item
-            values = [exc]
+            values, batch_error = [exc], None
+        if batch_error is not None:
+            v.add(f"reward {reward.name!r} raised {type(batch_error).__name__} on a whole batch, not on its items "
+                  "one by one:", f"a batch of {len(chunk)}{note}: {str(batch_error)[:300]}")  # fmt: skip
         for (p, s, c), value in zip(chunk, values):
             where = f"on {_short(c)} (parsed {_short(p, 40)}, sample {s.id!r}){note}"
             if isinstance(value, Exception):
@@ -473,6 +482,10 @@ def check_task(
     """
     if isinstance(task, type) and issubclass(task, Task):
         task = task()
+    if not isinstance(task, Task):
+        raise AssertionError(  # noqa: TRY004 - a failed check, like every other violation
+            f"expected a vgrpo.Task (an instance or a subclass), got {_short(task)}"
+        )
     subject = f"task {getattr(task, 'name', task)!r}"
     v = _Violations()
     for problem in validate_task(task):
