@@ -73,3 +73,39 @@ def test_visual_placeholder_tokens_are_never_sampled(rollout):
     banned = visual_token_ids(model)
     assert model.config.image_token_id in banned and len(banned) == 4
     assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.7, 0, 0.9), (1.0, 3, 1.0), (1.3, 0, 1.0)])
+def test_seeded_sampling_draws_from_the_warped_distribution(temperature, top_k, top_p):
+    from vgrpo.rollout import SeededSampling
+
+    logits = torch.tensor([[2.0, 1.5, 0.3, -0.2, -1.0, 0.9]])
+    n, vocab = 40_000, logits.size(1)
+    drawn = SeededSampling(list(range(n)), temperature, top_k, top_p)(None, logits.expand(n, vocab).clone())
+    assert bool(((drawn == 0) | (drawn == float("-inf"))).all()) and bool(((drawn == 0).sum(-1) == 1).all())
+    observed = torch.bincount(drawn.argmax(-1), minlength=vocab).double() / n
+    p = torch.softmax(logits[0].double() / temperature, -1)
+    order = p.argsort(descending=True)
+    keep = torch.zeros(vocab, dtype=torch.bool)
+    mass = 0.0
+    for rank, token in enumerate(order.tolist()):  # top-k, then top-p: keep while the mass before is < top_p
+        if (top_k and rank >= top_k) or mass >= top_p:
+            break
+        keep[token] = True
+        mass += float(p[token]) / float(p[order[:top_k]].sum() if top_k else 1.0)
+    expected = torch.where(keep, p, 0.0)
+    expected /= expected.sum()
+    assert (observed - expected).abs().max() < 0.01
+
+
+def test_seeded_sampling_does_not_depend_on_the_other_rows_of_the_batch():
+    from vgrpo.rollout import SeededSampling
+
+    together = SeededSampling(list(range(10, 26)), temperature=0.9)
+    halves = SeededSampling(list(range(10, 18)), temperature=0.9), SeededSampling(list(range(18, 26)), temperature=0.9)
+    torch.manual_seed(0)
+    for _ in range(SeededSampling.BLOCK + 5):  # past one block of drawn numbers
+        scores = torch.randn(16, 50)
+        a = together(None, scores).argmax(-1)
+        b = torch.cat([halves[0](None, scores[:8]).argmax(-1), halves[1](None, scores[8:]).argmax(-1)])
+        assert torch.equal(a, b)

@@ -73,12 +73,14 @@ def visual_token_ids(model: Any) -> list[int]:
 class SeededSampling:
     """A logits processor that turns greedy decoding into sampling with one random stream per row.
 
-    Each row draws its Gumbel noise from its own generator, seeded by the caller (from the run seed, the step and
-    the row's place in the *global* batch). A completion therefore does not depend on which other rows share its
-    batch: one process and eight processes sample the same completions for the same step. Temperature, top-k and
-    top-p are applied first, with the semantics of transformers' warpers; ``argmax(logits / T + Gumbel)`` is a
-    sample of ``softmax(logits / T)``.
+    Each row draws its uniform numbers from its own generator, seeded by the caller (from the run seed, the step
+    and the row's place in the *global* batch), and picks its token by inverting the cumulative distribution. A
+    completion therefore does not depend on which other rows share its batch: one process and eight processes
+    sample the same completions for the same step. Temperature, top-k and top-p are applied first, with the
+    semantics of transformers' warpers. The returned scores are 0 for the drawn token and -inf elsewhere.
     """
+
+    BLOCK = 64  # uniforms drawn per row per generator call (a constant, so streams never depend on the batch)
 
     def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
         self.seeds = list(seeds)
@@ -86,27 +88,37 @@ class SeededSampling:
         self.top_k = top_k
         self.top_p = top_p
         self._generators: list[torch.Generator] | None = None
+        self._uniforms: torch.Tensor | None = None  # [rows, BLOCK]
+        self._calls = 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.size(0) != len(self.seeds):
             raise ValueError(f"SeededSampling: {scores.size(0)} rows to sample but {len(self.seeds)} seeds")
-        logits = scores.float() / self.temperature
+        logits = scores.double() / self.temperature
         vocab = logits.size(-1)
         if 0 < self.top_k < vocab:
             kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = logits.softmax(dim=-1)
         if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # mass before this token
-            drop = drop_sorted.scatter(-1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
+            sorted_probs, order = torch.sort(probs, descending=True, dim=-1)
+            drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p  # mass before this token
+            probs = probs.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), 0.0)
         if self._generators is None:
             self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        noise = torch.stack([
-            torch.empty(vocab, device=scores.device).exponential_(generator=g) for g in self._generators
-        ]).clamp_min_(1e-30)  # fmt: skip
-        return logits - noise.log()
+        step = self._calls % self.BLOCK
+        if step == 0:
+            self._uniforms = torch.stack([
+                torch.rand(self.BLOCK, generator=g, device=scores.device, dtype=torch.float64)
+                for g in self._generators
+            ])  # fmt: skip
+        self._calls += 1
+        assert self._uniforms is not None
+        cdf = probs.cumsum(dim=-1)
+        target = self._uniforms[:, step : step + 1] * cdf[:, -1:]
+        tokens = torch.searchsorted(cdf, target, right=True).clamp_(max=vocab - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tokens, 0.0)
 
 
 @torch.no_grad()
