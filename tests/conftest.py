@@ -118,3 +118,37 @@ def trl_trainer() -> Callable[..., types.SimpleNamespace]:
         return fake
 
     return _fake_trainer
+
+
+LETTERS_TASK = '''
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(completion):
+    """Share of lowercase ASCII letters in the completion (a random model earns some)."""
+    return sum("a" <= c <= "z" for c in completion) / len(completion) if completion else 0.0
+
+class Letters(vgrpo.Task):
+    name = "acme.letters"
+    description = "Write lowercase letters."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy,)
+    default_weights = {"accuracy": 1.0}
+    example = {"id": "0", "question": "Write letters", "solution": "abc"}
+    example_completion = "abc"
+    def parse(self, completion, params):
+        return completion
+    def metric(self, predictions, samples, params):
+        return {}
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [Letters()]
+'''
+
+
+@pytest.fixture(scope="session")
+def letters_task_source() -> str:
+    """Source of a plugin module with task ``acme.letters``, whose reward a random model already earns (so GRPO
+    losses and gradients are not zero) and can learn to raise."""
+    return LETTERS_TASK

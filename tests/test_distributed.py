@@ -22,41 +22,16 @@ from vgrpo.synth import synthesize
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
-LETTERS_TASK = '''
-import vgrpo
-
-@vgrpo.reward(range=(0.0, 1.0))
-def accuracy(completion):
-    """Share of lowercase ASCII letters in the completion."""
-    return sum("a" <= c <= "z" for c in completion) / len(completion) if completion else 0.0
-
-class Letters(vgrpo.Task):
-    name = "acme.letters"
-    description = "Write lowercase letters."
-    template = vgrpo.PromptTemplate(user="{question}")
-    rewards = (accuracy,)
-    default_weights = {"accuracy": 1.0}
-    example = {"id": "0", "question": "Write letters", "solution": "abc"}
-    example_completion = "abc"
-    def parse(self, completion, params):
-        return completion
-    def metric(self, predictions, samples, params):
-        return {}
-
-@vgrpo.hookimpl
-def vgrpo_tasks():
-    return [Letters()]
-'''
 
 COMPARED = ("loss", "reward", "reward_std", "kl", "clip_ratio", "grad_norm", "completion_length")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, letters_task_source):
     root = tmp_path_factory.mktemp("dist")
     site = root / "site"
     site.mkdir()
-    (site / "fake_letters.py").write_text(LETTERS_TASK)
+    (site / "fake_letters.py").write_text(letters_task_source)
     info = site / "acme_letters-1.0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-letters\nVersion: 1.0.0\n")

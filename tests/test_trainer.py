@@ -23,12 +23,12 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture
-def with_letter(fake_site, tmp_path, data):
+def with_letter(fake_site, tmp_path, data, letters_task_source):
     """The built-ins plus a task whose reward a random model can already earn (so losses are non-zero)."""
-    fake_site.add("acme-letter", source=TOKEN_TASK)
+    fake_site.add("acme-letter", source=letters_task_source)
     path = tmp_path / "letter.jsonl"
     path.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
-    return load_plugins(), {**data, "acme.letter_a": path}
+    return load_plugins(), {**data, "acme.letters": path}
 
 
 def _config(data, out, *extra):
@@ -86,35 +86,9 @@ def test_interrupted_and_resumed_run_logs_the_same_metrics(with_letter, tmp_path
         assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
 
 
-TOKEN_TASK = '''
-import vgrpo
 
-@vgrpo.reward(range=(0.0, 1.0))
-def accuracy(completion):
-    """Share of the completion's characters that are lowercase ASCII letters (a random model earns some)."""
-    return sum("a" <= c <= "z" for c in completion) / len(completion) if completion else 0.0
-
-class LetterA(vgrpo.Task):
-    name = "acme.letter_a"
-    description = "Write the letter a."
-    template = vgrpo.PromptTemplate(user="{question}")
-    rewards = (accuracy,)
-    default_weights = {"accuracy": 1.0}
-    example = {"id": "0", "question": "Say a", "solution": "a"}
-    example_completion = "aaaa"
-    def parse(self, completion, params):
-        return completion
-    def metric(self, predictions, samples, params):
-        return {}
-
-@vgrpo.hookimpl
-def vgrpo_tasks():
-    return [LetterA()]
-'''
-
-
-def test_a_learnable_reward_rises(fake_site, tmp_path):
-    fake_site.add("acme-letter", source=TOKEN_TASK)
+def test_a_learnable_reward_rises(fake_site, tmp_path, letters_task_source):
+    fake_site.add("acme-letter", source=letters_task_source)
     registry = load_plugins(path=[str(fake_site.root)])
     data = tmp_path / "a.jsonl"
     data.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
@@ -122,7 +96,7 @@ def test_a_learnable_reward_rises(fake_site, tmp_path):
     config = load_config(None, [
         f"output_dir={out}", "grpo.num_generations=8", "optim.prompts_per_step=2", "optim.lr=3e-3",
         "optim.lr_scheduler=constant", "generation.max_completion_length=6", "optim.max_steps=30",
-        "logging.tensorboard=false", "checkpoint.every=100", f"tasks=[{{task: acme.letter_a, data: {data}}}]",
+        "logging.tensorboard=false", "checkpoint.every=100", f"tasks=[{{task: acme.letters, data: {data}}}]",
     ])  # fmt: skip
     Trainer(config, registry).train()
     rewards = [r["reward"] for r in _rows(out)]
@@ -132,7 +106,7 @@ def test_a_learnable_reward_rises(fake_site, tmp_path):
 
 def test_fused_and_naive_paths_give_the_same_training_metrics(with_letter, tmp_path):
     registry, data = with_letter
-    letter = {"acme.letter_a": data["acme.letter_a"]}
+    letter = {"acme.letters": data["acme.letters"]}
     rows = {}
     for impl in ("fused", "naive"):
         out = tmp_path / impl

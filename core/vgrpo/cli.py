@@ -10,10 +10,11 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -23,6 +24,9 @@ from rich.text import Text
 from vgrpo import __version__
 from vgrpo.errors import DataError, ParamsError, VgrpoError
 from vgrpo.plugins import PluginRegistry, load_plugins
+
+if TYPE_CHECKING:
+    from vgrpo.config import TrainConfig
 
 log = logging.getLogger("vgrpo.cli")
 SCORE_CHUNK = 256
@@ -432,6 +436,45 @@ def _data_convert(args: argparse.Namespace) -> int:
 
 
 # -- vgrpo eval ------------------------------------------------------------------------------------------------
+#: The eval section's fields that `vgrpo eval` options set.
+EVAL_FLAGS = {"--samples": "num_samples", "--k": "pass_k", "--temperature": "temperature",
+              "--batch-size": "batch_size", "--max-new-tokens": "max_new_tokens"}  # fmt: skip
+
+
+def _with_eval_flags(config: TrainConfig, flags: dict[str, Any]) -> TrainConfig:
+    """``config`` with the eval options given on the command line (``None``: not given); a bad value is
+    reported under its option's name with what is allowed, e.g. ``--samples: must be >= 1, got 0``."""
+    from pydantic import ValidationError
+
+    from vgrpo.config import EvalConfig
+
+    given = {EVAL_FLAGS[flag]: value for flag, value in flags.items() if value is not None}
+    try:
+        section = EvalConfig.model_validate({**config.eval.model_dump(), **given})
+    except ValidationError as exc:
+        names = {field: flag for flag, field in EVAL_FLAGS.items() if field in given}
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = names.get(field, f"eval.{field}")
+            problems.append(f"{name}: {_allowed(err)}")
+        raise ParamsError("; ".join(problems)) from None
+    return config.model_copy(update={"eval": section})
+
+
+def _allowed(err: Any) -> str:
+    """One pydantic error as what is allowed and what was given."""
+    ctx, got = err.get("ctx") or {}, err.get("input")
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+              "less_than": ("<", "lt")}  # fmt: skip
+    if err["type"] in bounds:
+        op, key = bounds[err["type"]]
+        return f"must be {op} {ctx[key]}, got {got!r}"
+    if err["type"] == "value_error":  # our validators' messages say what they got
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -443,11 +486,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vgrpo.trainer import latest_checkpoint
 
     registry = _registry(args)
-    sampling = [f"eval.{key}={value}" for key, value in
-                (("num_samples", args.samples), ("pass_k", args.k), ("temperature", args.temperature))
-                if value is not None]  # fmt: skip
+    flags = {"--samples": args.samples, "--k": args.k, "--temperature": args.temperature}
     if args.config is not None:
-        config = load_config(args.config, [*args.overrides, *sampling])
+        config = _with_eval_flags(load_config(args.config, args.overrides), flags)
         out = Path(config.output_dir)
         checkpoint = latest_checkpoint(out) if out.exists() else None
         model_path = str(checkpoint or config.model.name_or_path)
@@ -456,8 +497,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not (args.model and args.task and args.data):
             raise ParamsError("eval: expected CONFIG, or --model PATH --task TASK --data FILE")
-        config = load_config(None, [f"eval.batch_size={args.batch_size}",
-                                    f"eval.max_new_tokens={args.max_new_tokens}", *sampling])  # fmt: skip
+        flags |= {"--batch-size": args.batch_size, "--max-new-tokens": args.max_new_tokens}
+        config = _with_eval_flags(load_config(None), flags)
         task = registry.task(args.task)
         samples = load_jsonl(args.data, task, image_root=args.image_root)
         splits = [EvalSplit(task, task.params(_json_arg(args.params, "--params")), samples)]
@@ -505,6 +546,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     registry = _registry(args)
     out = Trainer(config, registry).train()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate/torchrun the first process reports for all
     con = _console()
     con.print(Text.assemble(("done: ", "bold green"), f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"))
     return 0
