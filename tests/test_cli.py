@@ -1,4 +1,4 @@
-"""The CLI contract: `vgrpo score`, `vgrpo tasks`, `vgrpo env` and their errors."""
+"""The CLI contract: `vgrpo score`, `vgrpo tasks`, `vgrpo env`, `vgrpo eval`'s options and their errors."""
 
 from __future__ import annotations
 
@@ -61,6 +61,35 @@ def test_score_input_errors_exit_2_with_a_clear_message(capsys, monkeypatch, arg
     code, rows, err = score(capsys, monkeypatch, [], *args)
     assert code == 2 and rows == []
     assert expected in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--samples", "0"], "--samples: must be >= 1, got 0"),
+        (["--samples", "2", "--k", "1,,2"], "--k: empty item in '1,,2': expected numbers separated by commas"),
+        (["--samples", "2", "--k", "1,"], "--k: empty item in '1,': expected numbers separated by commas"),
+        (["--samples", "2", "--k", "1,x"], "--k: input should be a valid integer, unable to parse string"),
+        (["--samples", "2", "--k", "3"], "--k: every k must be between 1 and num_samples (2), got [3]"),
+        (["--samples", "2", "--temperature", "0"], "--temperature: must be > 0.0, got 0.0"),
+        (["--batch-size", "0"], "--batch-size: must be > 0, got 0"),
+        (["--max-new-tokens", "-1"], "--max-new-tokens: must be > 0, got -1"),
+    ],
+)
+def test_eval_option_errors_name_the_option_and_what_it_allows(capsys, args, expected):
+    """Checked before the data is read; not a dump of the whole eval section under a "defaults" label."""
+    code = cli.main(["eval", "--model", "tiny", "--task", "count", "--data", "/nonexistent/d.jsonl", *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and err.startswith(f"error: {expected}") and "defaults" not in err
+    assert "'batch_size':" not in err  # not the whole section
+
+
+def test_eval_options_over_a_config_are_checked_with_its_eval_section(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("eval:\n  num_samples: 4\n  pass_k: [1, 4]\n")
+    assert cli.main(["eval", str(config), "--samples", "2"]) == 2  # the config's k = 4 > 2 samples
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == "error: eval.pass_k: every k must be between 1 and num_samples (2), got [4]"
 
 
 def test_score_reads_a_file_and_prints_a_table(tmp_path, capsys):

@@ -86,8 +86,12 @@ def test_eval_section_resolves_its_data_and_checks_pass_k(tmp_path):
     assert load_config(None).eval.num_samples == 1 and load_config(None).eval.every == 0  # greedy, off
     with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(1\).*needs num_samples > 1"):
         load_config(None, ["eval.pass_k=[4]"])
-    with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(4\), got \[0, 5\]"):
+    with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(4\), got \[0, 5\]") as err:
         load_config(None, ["eval.num_samples=4", "eval.pass_k=0,2,5"])
+    assert "eval.pass_k: " in str(err.value) and "batch_size" not in str(err.value)  # the field, not the section
+    with pytest.raises(vgrpo.ParamsError, match=r"eval.pass_k: .*empty item in '1,,4'"):
+        load_config(None, ["eval.num_samples=4", "eval.pass_k=1,,4"])  # not silently [1, 4]
+    assert load_config(None, ["eval.num_samples=4", "eval.pass_k= 1 , 4 "]).eval.pass_k == [1, 4]
     with pytest.raises(vgrpo.ParamsError, match=r"eval.every"):
         load_config(None, ["eval.every=-1"])
 

@@ -6,6 +6,7 @@ import json
 
 from PIL import Image
 
+import vgrpo
 from vgrpo import cli
 
 
@@ -31,6 +32,31 @@ def test_check_reports_all_problems_with_line_numbers(tmp_path, capsys):
     assert by_line[4]["field"] == "image" and "not found" in by_line[4]["problem"]
     assert by_line[5]["field"] == "image"
     assert by_line[6]["field"] == "image_size"
+
+
+def test_repeated_ids_are_reported_with_both_lines_and_training_still_loads_them(tmp_path, capsys):
+    lines = [
+        json.dumps({"id": "a", "solution": 1}),
+        json.dumps({"id": "b", "solution": 2}),
+        json.dumps({"id": "a", "solution": 3}),
+        json.dumps({"id": "b", "solution": "many"}),  # a bad record's id is still its id
+        json.dumps({"id": "a", "solution": 4}),
+        json.dumps({"id": 7, "solution": 5}),
+        json.dumps({"id": "7", "solution": 6}),  # ids are strings: 7 and "7" are the same record id
+    ]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    assert cli.main(["data", "check", "--task", "count", str(f), "--json"]) == 1
+    problems = [(p["line"], p["field"], p["problem"]) for p in json.loads(capsys.readouterr().out)["problems"]]
+    assert [p for p in problems if p[1] == "id"] == [
+        (3, "id", "id 'a' already used on line 1"),
+        (4, "id", "id 'b' already used on line 2"),
+        (5, "id", "id 'a' already used on line 1"),
+        (7, "id", "id '7' already used on line 6"),
+    ]
+    assert [p[:2] for p in problems if p[1] != "id"] == [(4, "solution")]  # other problems are still found
+    f.write_text("\n".join(lines[:3]) + "\n")  # training's loader accepts repeats: they are not an error there
+    assert [s.id for s in vgrpo.load_jsonl(f, vgrpo.get_registry().task("count"))] == ["a", "b", "a"]
 
 
 def test_a_clean_synthetic_file_passes(tmp_path, capsys):

@@ -39,8 +39,8 @@ def test_existing_predictions_are_kept_and_scored_with_the_whole_split(data, tin
     out = tmp_path / "eval"
     out.mkdir()
     # a previous (interrupted) run predicted the first four perfectly; the last line was cut mid-write
-    rows = [{"task": "count", "id": s.id, "completion": f"<answer>{s.solution}</answer>", "parsed": s.solution,
-             "input_size": None, "error": None} for s in samples[:4]]  # fmt: skip
+    rows = [{"task": "count", "id": s.id, "max_new_tokens": 4, "completion": f"<answer>{s.solution}</answer>",
+             "parsed": s.solution, "input_size": None, "error": None} for s in samples[:4]]  # fmt: skip
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"task": "cou')
     metrics = evaluate(model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4)
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()[5:]]
@@ -50,6 +50,29 @@ def test_existing_predictions_are_kept_and_scored_with_the_whole_split(data, tin
     assert json.loads((out / "eval_metrics.json").read_text()) == metrics
     again = evaluate(model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4)
     assert again == metrics  # nothing left to predict: the same metrics
+
+
+def test_rows_are_reused_only_when_made_with_the_same_max_new_tokens(data, tiny, tmp_path):
+    """A re-run with another length limit predicts again; a row that does not say its limit is not trusted."""
+    adapter, model, processor = tiny
+    task = vgrpo.get_registry().task("count")
+    split = EvalSplit(task, task.params(), load_jsonl(data["count"], task)[:2])
+    out = tmp_path / "eval"
+    out.mkdir()
+    # an older file's row, which does not record its max_new_tokens
+    old = {"task": "count", "id": split.samples[0].id, "completion": "<answer>1</answer>", "parsed": 1,
+           "input_size": None, "error": None}  # fmt: skip
+    (out / "predictions.jsonl").write_text(json.dumps(old) + "\n")
+
+    def rows() -> list[dict]:
+        return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+
+    evaluate(model, processor, adapter, [split], out, max_new_tokens=3)
+    assert [(r["id"], r["max_new_tokens"]) for r in rows()[1:]] == [(x.id, 3) for x in split.samples]
+    evaluate(model, processor, adapter, [split], out, max_new_tokens=3)
+    assert len(rows()) == 3  # same settings: nothing generated
+    evaluate(model, processor, adapter, [split], out, max_new_tokens=5)
+    assert [(r["id"], r["max_new_tokens"]) for r in rows()[3:]] == [(x.id, 5) for x in split.samples]
 
 
 def test_cli_eval_with_model_task_and_data(data, tmp_path, capsys):
@@ -115,8 +138,9 @@ def test_unparsable_predictions_count_as_wrong_and_show_in_the_table(data, tmp_p
     out.mkdir()
     wrong = ["3", "<answer>many</answer>", "<answer>99</answer>"]  # no answer block, no number, wrong
     completions = [f"<answer>{s.solution}</answer>" for s in samples[:3]] + wrong
-    rows = [{"task": "count", "id": s.id, "completion": c, "parsed": task.parse(c, task.params()),
-             "input_size": None, "error": None} for s, c in zip(samples, completions)]  # fmt: skip
+    rows = [{"task": "count", "id": s.id, "max_new_tokens": 256, "completion": c,
+             "parsed": task.parse(c, task.params()), "input_size": None, "error": None}
+            for s, c in zip(samples, completions)]  # fmt: skip
     assert [r["parsed"] is None for r in rows] == [False, False, False, True, True, False]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code = cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]),

@@ -114,7 +114,7 @@ def test_vgrpo_eval_reports_the_pycocotools_map_of_its_predictions(split, tmp_pa
     answers = model_answers(samples, 5)
     out = tmp_path / "eval"
     out.mkdir()
-    rows = [{"task": "ovd", "id": s.id, "completion": completion(a),
+    rows = [{"task": "ovd", "id": s.id, "max_new_tokens": 256, "completion": completion(a),
              "parsed": task.parse(completion(a), task.params()), "input_size": None, "error": None}
             for s, a in zip(samples, answers)]  # fmt: skip
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -15,7 +15,7 @@ from vgrpo.evaluate import EvalSplit, evaluate, pass_at_k
 from vgrpo.models.adapters import Qwen25VLAdapter
 from vgrpo.synth import synthesize
 
-SAMPLED = {"temperature": 1.0, "top_p": 1.0}
+SAMPLED = {"temperature": 1.0, "top_p": 1.0, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,10 @@ def tiny():
     return adapter, model, processor
 
 
-def row(task: str, sample_id: str, index: int, completion: str, parsed: Any, sampling: Any = SAMPLED) -> dict:
-    return {"task": task, "id": sample_id, "sample": index, "sampling": sampling, "completion": completion,
-            "parsed": parsed, "input_size": None, "error": None}  # fmt: skip
+def row(task: str, sample_id: str, index: int, completion: str, parsed: Any, sampling: Any = SAMPLED,
+        max_new_tokens: int = 256) -> dict:  # fmt: skip
+    return {"task": task, "id": sample_id, "sample": index, "sampling": sampling, "max_new_tokens": max_new_tokens,
+            "completion": completion, "parsed": parsed, "input_size": None, "error": None}  # fmt: skip
 
 
 # -- the estimator -----------------------------------------------------------------------------------------
@@ -150,8 +151,8 @@ def test_resume_with_n_samples_generates_only_missing_rows(data, tiny, tmp_path)
     samples = load_jsonl(data["count"], task)
     out = tmp_path / "eval"
     out.mkdir()
-    kept = [row("count", s.id, i, "<answer>1</answer>", 1) for s in samples for i in range(2)]
-    greedy = row("count", samples[0].id, 2, "<answer>1</answer>", 1, sampling=None)  # other mode: not reused
+    kept = [row("count", s.id, i, "<answer>1</answer>", 1, max_new_tokens=3) for s in samples for i in range(2)]
+    greedy = row("count", samples[0].id, 2, "<answer>1</answer>", 1, None, 3)  # other mode: not reused
     (out / "predictions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [*kept, greedy]))
     split = EvalSplit(task, task.params(), samples)
     metrics = evaluate(model, processor, adapter, [split], out, num_samples=3, max_new_tokens=3, batch_size=3)
@@ -189,6 +190,32 @@ def test_sampled_evaluation_is_seeded_and_leaves_the_callers_rng_alone(data, tin
     assert completions("b") == a  # each row has its own random stream: batching does not matter
     assert completions("c") != a  # another seed, other samples
     model.eval()
+
+
+def test_sampled_rows_are_reused_only_with_the_same_seed(data, tiny, tmp_path):
+    """Another seed samples again; a sampled row that does not say its seed (an older file's) is not trusted."""
+    adapter, model, processor = tiny
+    task = vgrpo.get_registry().task("count")
+    split = EvalSplit(task, task.params(), load_jsonl(data["count"], task)[:2])
+    out = tmp_path / "eval"
+    out.mkdir()
+    unseeded = row("count", split.samples[0].id, 0, "<answer>1</answer>", 1, {"temperature": 1.0, "top_p": 1.0}, 3)
+    (out / "predictions.jsonl").write_text(json.dumps(unseeded) + "\n")
+    kw = {"num_samples": 2, "max_new_tokens": 3}
+
+    def made() -> list[tuple[str, int, int | None]]:
+        rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()[1:]]
+        return [(r["id"], r["sample"], (r["sampling"] or {}).get("seed")) for r in rows]
+
+    evaluate(model, processor, adapter, [split], out, seed=1, **kw)
+    assert sorted(made()) == sorted((x.id, i, 1) for x in split.samples for i in range(2))
+    evaluate(model, processor, adapter, [split], out, seed=1, **kw)
+    assert len(made()) == 4  # same seed: nothing sampled
+    evaluate(model, processor, adapter, [split], out, seed=2, **kw)
+    assert sorted(made()[4:]) == sorted((x.id, i, 2) for x in split.samples for i in range(2))
+    evaluate(model, processor, adapter, [split], out, seed=3, max_new_tokens=3)
+    evaluate(model, processor, adapter, [split], out, seed=4, max_new_tokens=3)
+    assert made()[8:] == [(x.id, 0, None) for x in split.samples]  # greedy rows do not depend on the seed
 
 
 def test_cli_eval_samples_and_k_then_resume_with_more(data, tmp_path, capsys):

@@ -141,6 +141,25 @@ def test_bad_columns_say_what_was_expected():
         funcs[0](prompts=[[]], completions=["x"], task=["rec"], solution=["[5, 0, 1, 10]"])
 
 
+def test_a_plain_text_solution_is_taken_as_it_is():
+    """R1-V/TRL math datasets hold the answer as plain text, not JSON text; JSON text is still parsed."""
+    funcs = {f.__name__: f for f in reward_funcs(["math", "rec"])}
+    batch = [
+        (r"<think>.</think><answer>\frac{1}{2}</answer>", "math", r"\frac{1}{2}"),  # not JSON: the text
+        (r"<think>.</think><answer>\frac{1}{3}</answer>", "math", r"\frac{1}{2}"),
+        ("<think>.</think><answer>0.5</answer>", "math", json.dumps(r"\frac{1}{2}")),  # JSON text, as before
+        ("<think>.</think><answer>[1, 2]</answer>", "math", "[1, 2]"),  # JSON, but a list: the text itself
+        ("<think>.</think><answer>[0, 0, 10, 5]</answer>", "rec", REC_GT),  # structured: parsed
+    ]
+    values = call_all(funcs.values(), batch)
+    assert values["math/accuracy"] == [1.0, 0.0, 1.0, 1.0, None]
+    assert values["rec/accuracy"] == [None, None, None, None, 0.5]
+    with pytest.raises(DataError, match=r"row 0 \(task count\): .*non-negative integer count, got 'three'"):
+        reward_funcs(["count"])[0](prompts=[[]], completions=["x"], solution=["three"])
+    with pytest.raises(DataError, match=r"row 0 \(task rec\): .*x2 > x1"):  # the JSON value's problem
+        funcs["rec/accuracy"](prompts=[[]], completions=["x"], task=["rec"], solution=["[5, 0, 1, 10]"])
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> dict[str, Path]:
     from vgrpo.synth import synthesize

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vgrpo.errors import ParamsError
 
@@ -175,19 +183,29 @@ class EvalConfig(_Section):
     @field_validator("pass_k", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # `--k 1,4` and `eval.pass_k=1,4`
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str) and value.strip():  # `--k 1,4` and `eval.pass_k=1,4`
+            parts = [part.strip() for part in value.split(",")]
+            if not all(parts):
+                raise ValueError(f"empty item in {value!r}: expected numbers separated by commas, e.g. 1,4")
+            return parts
+        if isinstance(value, str):
+            return []
         return [value] if isinstance(value, int) else value
 
-    @model_validator(mode="after")
-    def _check_k(self) -> EvalConfig:
-        bad = [k for k in self.pass_k if not 1 <= k <= self.num_samples]
+    @field_validator("pass_k")
+    @classmethod
+    def _check_k(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        # a field check (not a model one), so an error names pass_k, not the whole section
+        num_samples = info.data.get("num_samples")
+        if num_samples is None:  # num_samples itself is invalid and reported
+            return value
+        bad = [k for k in value if not 1 <= k <= num_samples]
         if bad:
             raise ValueError(
-                f"pass_k: every k must be between 1 and num_samples ({self.num_samples}), got {bad}"
-                + (" (pass@k needs num_samples > 1: sampled evaluation)" if self.num_samples == 1 else "")
+                f"every k must be between 1 and num_samples ({num_samples}), got {bad}"
+                + (" (pass@k needs num_samples > 1: sampled evaluation)" if num_samples == 1 else "")
             )
-        return self
+        return value
 
 
 class LoggingConfig(_Section):

@@ -282,6 +282,14 @@ def check_records(
         yield replace(result, problems=tuple(problems))
 
 
+def _record_id(result: RecordCheck) -> str | None:
+    """The id a line's record has (as :class:`Sample` ids are: strings), also when the record is bad."""
+    if result.sample is not None:
+        return result.sample.id
+    rid = result.record.get("id") if isinstance(result.record, Mapping) else None
+    return str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
 def check_jsonl(
     path: str | Path,
     task: Task,
@@ -293,13 +301,22 @@ def check_jsonl(
     """Every problem of a dataset file for ``task``, each naming file, line and field (``[]`` = clean).
 
     Unlike :func:`load_jsonl` it does not stop at the first bad line (see :func:`check_records`); a file
-    without records is a problem too. ``on_line`` sees each line's result (for counting and progress
-    bars). A file that cannot be opened raises :class:`DataError`.
+    without records is a problem too, and so is an id used by an earlier line (evaluation needs unique ids;
+    training does not, and :func:`load_jsonl` accepts repeats). ``on_line`` sees each line's result (for
+    counting and progress bars). A file that cannot be opened raises :class:`DataError`.
     """
     problems: list[DataError] = []
     lines = 0
+    first_line: dict[str, int] = {}  # id -> the line that used it first
     for result in check_records(path, task, image_root=image_root, decode=decode):
         lines += 1
+        rid = _record_id(result)
+        if rid is not None and rid in first_line:
+            repeat = DataError(f"id {rid!r} already used on line {first_line[rid]}", file=path, line=result.line,
+                               field="id")  # fmt: skip
+            result = replace(result, problems=(*result.problems, repeat))
+        elif rid is not None:
+            first_line[rid] = result.line
         problems += result.problems
         if on_line is not None:
             on_line(result)

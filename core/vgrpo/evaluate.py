@@ -3,9 +3,11 @@
 Greedy decoding by default (one completion per record); with ``num_samples`` N > 1, N completions per record
 are sampled and each task's metric is averaged over the N, plus pass@k from the task's per-record
 ``correct``. With an ``output_dir``, predictions go to ``predictions.jsonl`` as they are made and a re-run
-skips the (task, id, sample) rows already there; metrics go to ``eval_metrics.json``. Without one (evaluation
-during training) nothing is written. Sampled rows draw from their own seeded generators, so the torch RNG of
-the caller (training's) is left as it was.
+skips the (task, id, sample) rows already there that were made with the same settings (``max_new_tokens``;
+greedy, or sampled with the same temperature, top_p and seed); a row that does not record them (an older
+file's) is made again. Metrics go to ``eval_metrics.json``. Without an ``output_dir`` (evaluation during
+training) nothing is written. Sampled rows draw from their own seeded generators, so the torch RNG of the
+caller (training's) is left as it was.
 """
 
 from __future__ import annotations
@@ -95,13 +97,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 # -- predictions.jsonl ---------------------------------------------------------------------------------------
-def _mode(temperature: float | None, top_p: float) -> dict[str, float] | None:
-    """How rows were generated (``None``: greedy); rows of another mode are never reused."""
-    return None if temperature is None else {"temperature": temperature, "top_p": top_p}
+def _mode(temperature: float | None, top_p: float, seed: int) -> dict[str, float] | None:
+    """How rows were sampled (``None``: greedy); rows of another mode are never reused."""
+    return None if temperature is None else {"temperature": temperature, "top_p": top_p, "seed": seed}
 
 
-def _key(task: str, sample_id: str, index: int, mode: dict[str, float] | None) -> tuple[str, str, int, str]:
-    return task, sample_id, index, json.dumps(mode, sort_keys=True)
+_Key = tuple[str, str, int, str, Any]
+
+
+def _key(task: str, sample_id: str, index: int, mode: dict[str, float] | None, max_new_tokens: Any) -> _Key:
+    """What a row is reused by: the record, the sample index and every setting that makes its completion."""
+    return task, sample_id, index, json.dumps(mode, sort_keys=True), max_new_tokens
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -112,8 +118,10 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict[str, Any]]:
-    """The rows already predicted, by (task, id, sample index, mode); rows without these: sample 0, greedy."""
+def _done(path: Path | None) -> dict[_Key, dict[str, Any]]:
+    """The rows already predicted, by (task, id, sample index, mode, max_new_tokens); rows without a sample
+    index or mode: sample 0, greedy. A row without ``max_new_tokens`` (or a sampled one without ``seed``)
+    matches no run: its settings are unknown, so it is predicted again."""
     if path is None or not path.exists():
         return {}
     done = {}
@@ -123,7 +131,8 @@ def _done(path: Path | None) -> dict[tuple[str, str, int, str], dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut by an interruption: predicted again
                 continue
-            done[_key(row["task"], row["id"], row.get("sample", 0), row.get("sampling"))] = row
+            index, mode = row.get("sample", 0), row.get("sampling")
+            done[_key(row["task"], row["id"], index, mode, row.get("max_new_tokens"))] = row
     return done
 
 
@@ -151,8 +160,10 @@ def evaluate(
     N > 1 samples N completions per record at ``temperature``/``top_p``, each row from its own random
     stream (:func:`sample_seed`: ``seed``, task, id, sample index), and reports pass@k for each k of
     ``pass_k`` (default 1 and N). An unparsable prediction counts as wrong. ``output_dir=None`` writes
-    nothing. Inputs go to the model's device; ``generate_kwargs`` are passed to ``generate`` (e.g. ZeRO-3's
-    ``synced_gpus``). ``progress``: a rich Progress, for a bar with ETA.
+    nothing; with an ``output_dir``, rows already there are reused only when made with the same
+    ``max_new_tokens`` (and, sampled, the same ``temperature``, ``top_p`` and ``seed``). Inputs go to the
+    model's device; ``generate_kwargs`` are passed to ``generate`` (e.g. ZeRO-3's ``synced_gpus``).
+    ``progress``: a rich Progress, for a bar with ETA.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -160,14 +171,14 @@ def evaluate(
     if any(not 1 <= k <= num_samples for k in ks):
         raise ValueError(f"pass@k needs 1 <= k <= num_samples ({num_samples}), got {ks}")
     greedy = num_samples == 1
-    mode = _mode(None if greedy else temperature, top_p)
+    mode = _mode(None if greedy else temperature, top_p, seed)
     pred_path = None
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         pred_path = Path(output_dir) / PREDICTIONS
     done = _done(pred_path)
     todo = [(s, x, i) for s in splits for x in unique_samples(s) for i in range(num_samples)
-            if _key(s.task.name, x.id, i, mode) not in done]  # fmt: skip
+            if _key(s.task.name, x.id, i, mode, max_new_tokens) not in done]  # fmt: skip
     for s in splits:
         _check_images(s.task.name, [x for s_, x, _ in todo if s_ is s])
     if todo:
@@ -186,7 +197,7 @@ def evaluate(
                     chunk = todo[start : start + batch_size]
                     rows = _generate(model, processor, adapter, chunk, gen, eos, mode, seed, generate_kwargs)
                     for (s, x, i), row in zip(chunk, rows):
-                        done[_key(s.task.name, x.id, i, mode)] = row
+                        done[_key(s.task.name, x.id, i, mode, max_new_tokens)] = row
                         if f is not None:
                             f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     if f is not None:
@@ -197,7 +208,7 @@ def evaluate(
             if f is not None:
                 f.close()
             model.train(was_training)
-    metrics = {s.task.name: _split_metrics(s, done, num_samples, mode, ks) for s in splits}
+    metrics = {s.task.name: _split_metrics(s, done, num_samples, mode, max_new_tokens, ks) for s in splits}
     for name, values in metrics.items():
         log.info("eval %s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     if output_dir is not None:
@@ -254,17 +265,18 @@ def _generate(
     rows = []
     for (s, x, i), text, size in zip(chunk, rollout.texts, sizes):
         parsed, error = safe_parse(s.task, text, s.params)
-        rows.append({"task": s.task.name, "id": x.id, "sample": i, "sampling": mode, "completion": text,
-                     "parsed": parsed, "input_size": list(size) if size else None,
-                     "error": error})  # fmt: skip
+        rows.append({"task": s.task.name, "id": x.id, "sample": i, "sampling": mode,
+                     "max_new_tokens": gen.max_completion_length, "completion": text, "parsed": parsed,
+                     "input_size": list(size) if size else None, "error": error})  # fmt: skip
     return rows
 
 
 def _split_metrics(
     split: EvalSplit,
-    done: dict[tuple[str, str, int, str], dict[str, Any]],
+    done: dict[_Key, dict[str, Any]],
     num_samples: int,
     mode: dict[str, float] | None,
+    max_new_tokens: int,
     ks: Sequence[int],
 ) -> dict[str, float]:
     """The task's metric for each sample index, averaged; pass@k; parse counts (over all completions)."""
@@ -273,7 +285,7 @@ def _split_metrics(
     predictions: list[Any] = []
     samples: list[Sample] = []
     for i in range(num_samples):
-        rows = [done[_key(name, x.id, i, mode)] for x in split.samples]
+        rows = [done[_key(name, x.id, i, mode, max_new_tokens)] for x in split.samples]
         index_samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
                          for x, r in zip(split.samples, rows)]  # fmt: skip
         index_predictions = [r["parsed"] for r in rows]

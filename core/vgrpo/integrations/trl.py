@@ -20,8 +20,10 @@ function per reward name, hence the pairs. A batch is parsed and scored once, ho
 TRL calls on it, with vgrpo's safety net (a reward that raises scores its minimum).
 
 Rows are routed by the ``task`` column (optional when there is one task). A row's sample is rebuilt from the
-columns :func:`dataset_rows` writes: ``solution`` (the ground truth as JSON text; a non-string value is taken
-as the ground truth itself), and optionally ``id``, ``question``, ``image_size``, ``input_size``, ``extra``
+columns :func:`dataset_rows` writes: ``solution`` (the ground truth as JSON text, for structured ground truths
+such as boxes; text that is not JSON, or whose JSON value the task refuses, is taken as a plain-text ground
+truth, like the ``\\frac{1}{2}`` of a usual R1-V/TRL math dataset; a non-string value is taken as the ground
+truth itself), and optionally ``id``, ``question``, ``image_size``, ``input_size``, ``extra``
 (the record's task extras, JSON text or a mapping) and ``images`` (used as the sample's paths when they are
 paths). TRL does not pass the size of the image the model saw to reward functions, so rec's ``coords: abs``
 on a model that resizes images needs ``input_size`` in the records (or a normalised ``coords``).
@@ -111,6 +113,16 @@ def _text(completion: Any) -> str:
     return ""
 
 
+def _json_or_text(solution: Any) -> Any:
+    """A ``solution`` cell: JSON text as its value, other text as it is, a non-string value as it is."""
+    if not isinstance(solution, str):
+        return solution
+    try:
+        return json.loads(solution)
+    except json.JSONDecodeError:
+        return solution
+
+
 class _BatchScorer:
     """Parses and scores a TRL batch once for all the reward functions made together."""
 
@@ -171,16 +183,17 @@ class _BatchScorer:
             raise DataError("expected a 'solution' column with each row's ground truth", field="solution")
         record: dict[str, Any] = {}
         extra = columns["extra"][i] if "extra" in columns else None
-        try:
-            if isinstance(extra, str):
+        if isinstance(extra, str):
+            try:
                 extra = json.loads(extra)
-            solution = columns["solution"][i]
-            record["solution"] = json.loads(solution) if isinstance(solution, str) else solution
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"row {i} (task {name}): expected JSON text ({exc.msg} at column {exc.colno})",
-                field="extra" if isinstance(extra, str) else "solution",
-            ) from None
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"row {i} (task {name}): expected JSON text ({exc.msg} at column {exc.colno})",
+                    field="extra",
+                ) from None
+        # JSON text (what dataset_rows writes), else plain text, e.g. an R1-V/TRL math answer `\frac{1}{2}`
+        raw = columns["solution"][i]
+        record["solution"] = _json_or_text(raw)
         if isinstance(extra, Mapping):
             record.update(extra)
         for key in ("id", "question", "image_size", "input_size"):
@@ -189,9 +202,15 @@ class _BatchScorer:
         images = columns["images"][i] if "images" in columns else None
         if isinstance(images, list) and images and all(isinstance(p, str) for p in images):
             record["image"] = images
+        task = self.setups[name].task
         try:
-            return sample_from_record(record, self.setups[name].task, default_id=str(i))
+            return sample_from_record(record, task, default_id=str(i))
         except DataError as exc:
+            if exc.field == "solution" and isinstance(raw, str) and record["solution"] is not raw:
+                try:  # plain text that happens to be JSON, e.g. a math interval `[1, 2]`: the text itself
+                    return sample_from_record({**record, "solution": raw}, task, default_id=str(i))
+                except DataError:
+                    pass  # the JSON value's problem is the one to report
             raise DataError(f"row {i} (task {name}): {exc.reason}", field=exc.field) from None
 
 
