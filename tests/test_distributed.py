@@ -48,6 +48,7 @@ def setup(tmp_path_factory, letters_task_source):
         "generation: {max_completion_length: 8}\n"
         "optim: {lr: 1.0e-3, max_steps: 1, lr_scheduler: constant}\n"
         "logging: {tensorboard: false, completions_every: 1}\nrewards: {workers: 0}\ncheckpoint: {every: 1}\n"
+        "eval: {every: 1, max_samples: 3, max_new_tokens: 4, batch_size: 2}\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
@@ -82,6 +83,9 @@ def _assert_same_step(a: dict, b: dict) -> None:
     assert a["grad_norm"] > 0 and a["reward_std"] > 0  # a real step, not zeros
     for key in COMPARED:
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    evaluated = sorted(k for k in a if k.startswith("eval/"))
+    assert "eval/count/accuracy" in evaluated and "eval/count/n" in evaluated
+    assert {k: b[k] for k in evaluated} == {k: a[k] for k in evaluated}  # the same metrics over the whole splits
     tasks = sorted(k for k in a if k.startswith("tasks/"))
     assert tasks == sorted(k for k in b if k.startswith("tasks/")) and len({k.split("/")[1] for k in tasks}) == 2
     for key in tasks:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +153,8 @@ def evaluate(
     seed: int = 0,
     generate_kwargs: dict[str, Any] | None = None,
     progress: Any = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Completions for every record of every split, then each task's metrics over its whole split.
 
@@ -164,12 +166,19 @@ def evaluate(
     ``max_new_tokens`` (and, sampled, the same ``temperature``, ``top_p`` and ``seed``). Inputs go to the
     model's device; ``generate_kwargs`` are passed to ``generate`` (e.g. ZeRO-3's ``synced_gpus``).
     ``progress``: a rich Progress, for a bar with ETA.
+
+    ``shard=(rank, world)`` with ``gather`` (an all-gather of one picklable object per process, in rank order)
+    splits the generation over processes: each generates a contiguous share of the rows, the rows are
+    gathered, and every process computes the same metrics over the whole splits (in memory only).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     ks = sorted(set(pass_k) or {1, num_samples}) if num_samples > 1 else []
     if any(not 1 <= k <= num_samples for k in ks):
         raise ValueError(f"pass@k needs 1 <= k <= num_samples ({num_samples}), got {ks}")
+    rank, world = shard
+    if world > 1 and (gather is None or output_dir is not None):
+        raise ValueError("a sharded evaluation needs `gather` and writes no files (output_dir=None)")
     greedy = num_samples == 1
     mode = _mode(None if greedy else temperature, top_p, seed)
     pred_path = None
@@ -181,23 +190,26 @@ def evaluate(
             if _key(s.task.name, x.id, i, mode, max_new_tokens) not in done]  # fmt: skip
     for s in splits:
         _check_images(s.task.name, [x for s_, x, _ in todo if s_ is s])
-    if todo:
+    share = -(-len(todo) // world)  # contiguous shares keep a record's rows and a task's records together
+    mine = todo[rank * share : (rank + 1) * share]
+    made: list[tuple[Any, dict[str, Any]]] = []
+    if mine:
         gen = GenerationConfig(max_completion_length=max_new_tokens, temperature=temperature, top_p=top_p)
         eos = eos_token_ids(model, processor)
         devices = _cuda_devices(model)
         was_training = model.training
         model.eval()
-        bar = progress.add_task("eval", total=len(todo)) if progress is not None else None
+        bar = progress.add_task("eval", total=len(mine)) if progress is not None else None
         f = pred_path.open("a", encoding="utf-8") if pred_path is not None else None
         try:
             if f is not None and not _ends_with_newline(pred_path):  # type: ignore[arg-type]
                 f.write("\n")  # a line cut by an interruption stays alone (and is skipped when read)
             with torch.random.fork_rng(devices=devices):  # the caller's RNG state is kept
-                for start in range(0, len(todo), batch_size):
-                    chunk = todo[start : start + batch_size]
+                for start in range(0, len(mine), batch_size):
+                    chunk = mine[start : start + batch_size]
                     rows = _generate(model, processor, adapter, chunk, gen, eos, mode, seed, generate_kwargs)
                     for (s, x, i), row in zip(chunk, rows):
-                        done[_key(s.task.name, x.id, i, mode, max_new_tokens)] = row
+                        made.append((_key(s.task.name, x.id, i, mode, max_new_tokens), row))
                         if f is not None:
                             f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     if f is not None:
@@ -208,6 +220,8 @@ def evaluate(
             if f is not None:
                 f.close()
             model.train(was_training)
+    for part in gather(made) if world > 1 and gather is not None else [made]:
+        done.update(part)
     metrics = {s.task.name: _split_metrics(s, done, num_samples, mode, max_new_tokens, ks) for s in splits}
     for name, values in metrics.items():
         log.info("eval %s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

@@ -465,10 +465,13 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """``eval/<task>/<metric>`` of the current policy on the eval splits, in memory (the training RNG is left
-        as it was). Every rank evaluates (under ZeRO-3 each forward is a collective); the results are identical."""
+        as it was). The ranks share the generation and gather the predictions, so every rank gets the same metrics
+        over the whole splits; under ZeRO-3 (each forward a collective) every rank generates every row."""
+        shared = self.dist.world > 1 and self.dist.zero_stage != 3
+        shard = {"shard": (self.dist.rank, self.dist.world), "gather": self.dist.gather_objects} if shared else {}
         with self.dist.generation(self.model) as extra:
             metrics = evaluate(self.unwrapped, self.processor, self.adapter, self.eval_splits, generate_kwargs=extra,
-                               **eval_settings(self.config))  # fmt: skip
+                               **shard, **eval_settings(self.config))  # fmt: skip
         return flat_metrics(metrics)
 
     def _guarded_step(self) -> list[dict[str, Any]]:
