@@ -165,3 +165,21 @@ def test_weights_total_is_a_float_and_dash_reads_stdin(capsys, monkeypatch):
     assert cli.main(["score", "count", "--weights", "{}", "-"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["reward"] == 0.0 and isinstance(row["reward"], float)
+
+
+def test_train_prints_a_header_with_versions_and_every_plugin_then_where_the_results_are(capsys, tmp_path):
+    from importlib.metadata import version
+
+    from vgrpo.synth import synthesize
+
+    data = synthesize(tmp_path / "data", n_per_task=4, seed=0)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{name_or_path: tiny}}\ntasks: [{{task: count, data: {data['count']}}}]\n"
+                      "grpo: {num_generations: 2}\ngeneration: {max_completion_length: 4}\n"
+                      "logging: {tensorboard: false}\nrewards: {workers: 0}\n")  # fmt: skip
+    assert cli.main(["train", str(config), f"output_dir={tmp_path / 'run'}", "max_steps=1"]) == 0
+    captured = capsys.readouterr()
+    assert "torch" in captured.err and "transformers" in captured.err
+    for plugin in ("rec", "ovd", "count", "math"):
+        assert f"plugin {plugin}: vgrpo-{plugin} {version(f'vgrpo-{plugin}')}" in captured.err
+    assert str(tmp_path / "run" / "metrics.jsonl") in captured.out.replace("\n", "")

@@ -545,6 +545,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     registry = _registry(args)
+    if int(os.environ.get("RANK", "0")) == 0 and not args.verbose:  # with -v the trainer logs the same lines
+        from vgrpo.env import plugin_summary_lines, version_summary
+
+        err = _console(stderr=True)
+        for line in [version_summary(), *plugin_summary_lines(registry)]:
+            err.print(Text(line, style="dim"))
     out = Trainer(config, registry).train()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate/torchrun the first process reports for all
