@@ -188,3 +188,40 @@ def test_a_missing_image_is_found_at_start_up_naming_file_and_line(data, tmp_pat
     message = str(info.value)
     assert "nowhere.png" in message and f"{path}:2" in message
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_checkpoint(with_letter, tmp_path):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vgrpo.models.tiny import build_tiny
+
+    registry, data = with_letter
+    letters = {"acme.letters": data["acme.letters"]}
+    lora = ("model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr_scheduler=constant",
+            "optim.max_steps=3", "checkpoint.every=2", "grpo.num_generations=4")  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    trainer = Trainer(_config(letters, straight, *lora), registry)
+    trainer.train()
+    trainable = [n for n, p in trainer.unwrapped.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("visual" in n for n in trainable)  # freeze_vision keeps adapters out of the vision tower
+    Trainer(_config(letters, resumed, *lora[:-3], "optim.max_steps=2", "checkpoint.every=2", lora[-1]),
+            registry).train()  # fmt: skip
+    Trainer(_config(letters, resumed, *lora), registry).train()  # resumes from checkpoint-2: base + adapter
+    a, b = _rows(straight), _rows(resumed)
+    assert any(r["grad_norm"] > 0 for r in a) and [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
+
+    ckpt = straight / "checkpoint-3"
+    assert (ckpt / "adapter" / "adapter_config.json").exists()
+    merged = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt).eval()  # a plain model: adapters merged
+    base, processor = build_tiny(0)
+    assert not torch.equal(merged.lm_head.weight, base.lm_head.weight) or not all(
+        torch.equal(p, q) for p, q in zip(merged.model.language_model.parameters(),
+                                          base.model.language_model.parameters()))  # fmt: skip
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        expected = trainer.unwrapped.eval()(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)

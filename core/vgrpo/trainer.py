@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
 DEEPSPEED_DIR = "deepspeed"
+ADAPTER_DIR = "adapter"
 MAX_NONFINITE_STEPS = 3
 
 
@@ -163,7 +164,9 @@ class Trainer:
 
     def _setup_model(self, resume_from: Path | None) -> tuple[ModelAdapter, Any, Any]:
         mcfg = self.config.model
-        source = str(resume_from) if resume_from is not None else mcfg.name_or_path
+        # a LoRA checkpoint's model.safetensors holds merged weights: resume from the base model + the adapter
+        from_checkpoint = resume_from is not None and not mcfg.lora.enabled
+        source = str(resume_from) if from_checkpoint else mcfg.name_or_path
         if source == TINY:
             model_type = "qwen2_5_vl"
         else:
@@ -184,15 +187,32 @@ class Trainer:
                     param.requires_grad_(False)
         if mcfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        self.peft_model = None
         if mcfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
             lora = mcfg.lora
-            get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                             target_modules=lora.target_modules))  # fmt: skip
+            self.peft_model = get_peft_model(model, LoraConfig(  # adapters are injected into `model` in place
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                exclude_modules=r".*(visual|vision).*" if mcfg.freeze_vision else None,
+            ))  # fmt: skip
+            if resume_from is not None:
+                self._load_adapter(resume_from)
         log.info("model %s (adapter %s): %d trainable parameters", source, adapter.name,
                  sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
         return adapter, model, processor
+
+    def _load_adapter(self, checkpoint: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = checkpoint / ADAPTER_DIR / "adapter_model.safetensors"
+        if not path.exists():
+            raise DataError(f"{checkpoint}: no {ADAPTER_DIR}/adapter_model.safetensors: this checkpoint was not "
+                            "written with model.lora.enabled=true; resume it without LoRA")  # fmt: skip
+        result = set_peft_model_state_dict(self.peft_model, load_file(path))
+        if getattr(result, "unexpected_keys", None):
+            raise DataError(f"{path}: adapter weights that the model has no place for: {result.unexpected_keys[:5]}")
 
     def _setup_reference(self, model: Any) -> Any:
         if self.config.grpo.beta == 0.0:
@@ -497,13 +517,17 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
+        state_dict = None
         if dist.deepspeed:
             state_dict = dist.accelerator.get_state_dict(self.model)  # gathers ZeRO-3 partitions
             self.model.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state")  # optimizer + scheduler shards
-            if main:
-                self.unwrapped.save_pretrained(tmp, state_dict=state_dict)
-        elif main:
-            self.unwrapped.save_pretrained(tmp)
+        if main:
+            if self.peft_model is not None:
+                state_dict = state_dict if state_dict is not None else self.unwrapped.state_dict()
+                self.peft_model.save_pretrained(tmp / ADAPTER_DIR, state_dict={
+                    f"base_model.model.{k}": v for k, v in state_dict.items()})  # fmt: skip
+                state_dict = merged_lora_state_dict(state_dict, self.config.model.lora.alpha / self.config.model.lora.r)
+            self.unwrapped.save_pretrained(tmp, state_dict=state_dict)
         if main:
             self.processor.save_pretrained(tmp)
             state = {
@@ -614,6 +638,23 @@ class Trainer:
             self.reward_pool.close()
         if getattr(self, "dist", None) is not None:
             self.dist.close()
+
+
+def merged_lora_state_dict(state_dict: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """The state dict of a model with LoRA layers (peft, adapter "default") as the plain model's, with each
+    adapter merged into its base weight (W + scaling · B @ A): what a checkpoint's model.safetensors holds, so
+    `vgrpo eval` and any Hugging Face loader read a LoRA checkpoint like any other."""
+    out = {}
+    for key, value in state_dict.items():
+        if ".lora_" in key:
+            continue
+        if key.endswith(".base_layer.weight"):
+            prefix = key[: -len(".base_layer.weight")]
+            a, b = state_dict[f"{prefix}.lora_A.default.weight"], state_dict[f"{prefix}.lora_B.default.weight"]
+            out[f"{prefix}.weight"] = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
+        else:
+            out[key.replace(".base_layer.", ".")] = value
+    return out
 
 
 def _plain(per_task: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
