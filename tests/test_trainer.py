@@ -225,3 +225,11 @@ def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_ch
         expected = trainer.unwrapped.eval()(input_ids=ids).logits
         got = merged(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_pred_count_counts_objects_of_list_answers_only():
+    from vgrpo.trainer import pred_count
+
+    assert pred_count([]) == 0.0  # an empty OVD answer predicts no box: the flooding signal must see it
+    assert pred_count([{"bbox_2d": [0, 0, 1, 1], "label": "a"}] * 3) == 3.0
+    assert pred_count([1.0, 2.0, 3.0, 4.0]) is None and pred_count(None) is None and pred_count(5) is None

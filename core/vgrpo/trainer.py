@@ -323,8 +323,8 @@ class Trainer:
                 stats["reward"].append(r.reward)
                 stats["parse_rate"].append(float(r.parsed is not None))
                 stats["completion_length"].append(float(rollout.lengths[i]))
-                if isinstance(r.parsed, list) and r.parsed and isinstance(r.parsed[0], dict):
-                    stats["pred_count"].append(float(len(r.parsed)))
+                if (count := pred_count(r.parsed)) is not None:
+                    stats["pred_count"].append(count)
                 for name, value in r.rewards.items():
                     stats[name].append(value)
         return totals, per_task
@@ -638,6 +638,14 @@ class Trainer:
             self.reward_pool.close()
         if getattr(self, "dist", None) is not None:
             self.dist.close()
+
+
+def pred_count(parsed: Any) -> float | None:
+    """How many objects a parsed answer predicts, for answers that are lists of objects (OVD boxes: an empty
+    answer is 0); None for any other answer (a REC box is a list of numbers, not of objects)."""
+    if isinstance(parsed, list) and all(isinstance(x, dict) for x in parsed):
+        return float(len(parsed))
+    return None
 
 
 def merged_lora_state_dict(state_dict: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
