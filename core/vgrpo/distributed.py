@@ -28,18 +28,19 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def run_as_forward(module: torch.nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+def run_as_forward(module: torch.nn.Module, fn: Callable[..., Any], *args: Any, caller: Any = None) -> Any:
     """Call ``fn(*args)`` as if it were ``module``'s forward, so the module's hooks run around it.
 
     DeepSpeed ZeRO-3 gathers a module's parameters in its forward pre-hook (and again before its backward);
     DDP prepares its gradient reduction in its own forward. Code that reads ``module.weight`` directly (the fused
     log-prob kernels read the lm_head weight) must run this way to see whole parameters and synced gradients.
+    ``caller``: the wrapper to call instead of ``module`` itself (DDP or a DeepSpeed engine around it).
     """
     had_own = "forward" in module.__dict__
     original = module.__dict__.get("forward")
     module.forward = fn  # type: ignore[method-assign]
     try:
-        return module(*args)
+        return (caller or module)(*args)
     finally:
         if had_own:
             module.forward = original  # type: ignore[method-assign]
@@ -76,7 +77,6 @@ class Distributed:
         plugin = self.accelerator.state.deepspeed_plugin
         self.deepspeed = plugin is not None
         self.zero_stage = int(plugin.zero_stage) if plugin is not None else 0
-        self._wrapped: Any = None
 
     def describe(self) -> str:
         kind = f"DeepSpeed ZeRO-{self.zero_stage}" if self.deepspeed else str(self.accelerator.distributed_type.value)
@@ -98,10 +98,8 @@ class Distributed:
                 ds["bf16"] = {**(ds.get("bf16") or {}), "enabled": True, "check_grad_overflow": True}
             ds.setdefault("steps_per_print", 10**9)
             engine, optimizer, scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-            self._wrapped = engine
             return engine, optimizer, scheduler
         model, optimizer = self.accelerator.prepare(model, optimizer)
-        self._wrapped = model
         return model, optimizer, scheduler
 
     def prepare_reference(self, model: Any) -> Any:
@@ -145,18 +143,7 @@ class Distributed:
     def forward(self, wrapped: Any, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` through the wrapped model's call (DDP / DeepSpeed hooks), see :func:`run_as_forward`."""
         inner = self.unwrap(wrapped)
-        if inner is wrapped:
-            return fn(*args)
-        had_own = "forward" in inner.__dict__
-        original = inner.__dict__.get("forward")
-        inner.forward = fn
-        try:
-            return wrapped(*args)
-        finally:
-            if had_own:
-                inner.forward = original
-            else:
-                del inner.forward
+        return fn(*args) if inner is wrapped else run_as_forward(inner, fn, *args, caller=wrapped)
 
     @contextlib.contextmanager
     def generation(self, model: Any) -> Iterator[dict[str, Any]]:

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 import signal
@@ -421,8 +422,7 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         if finite:
             grad_norm = self.dist.step(self.model, self.optimizer, self.scheduler, params, o.max_grad_norm)
-            finite = bool(torch.isfinite(torch.tensor(grad_norm))) and all(map(torch.isfinite, map(torch.tensor,
-                                                                                                   losses)))
+            finite = math.isfinite(grad_norm) and all(math.isfinite(x) for x in losses)
         else:
             self.dist.drop_gradients(self.model, self.optimizer)
         self.step += 1
