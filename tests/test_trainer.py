@@ -64,7 +64,8 @@ def test_a_run_writes_metrics_checkpoints_and_the_resolved_config(data, tmp_path
 def test_interrupted_and_resumed_run_logs_the_same_metrics(with_letter, tmp_path, monkeypatch):
     registry, data = with_letter
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    Trainer(_config(data, straight, "optim.max_steps=4", "checkpoint.every=3"), registry).train()
+    kl = "grpo.beta=0.04"  # the reference model after a resume is still the starting model
+    Trainer(_config(data, straight, "optim.max_steps=4", "checkpoint.every=3", kl), registry).train()
 
     real_step = Trainer.train_step
 
@@ -75,12 +76,14 @@ def test_interrupted_and_resumed_run_logs_the_same_metrics(with_letter, tmp_path
         return rows
 
     monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
-    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3"), registry).train()
+    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", kl), registry).train()
     assert [r["step"] for r in _rows(resumed)] == [1, 2] and (resumed / "checkpoint-2").exists()
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", "checkpoint.resume=auto"), registry).train()
+    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", "checkpoint.resume=auto", kl),
+            registry).train()  # fmt: skip
     a, b = _rows(straight), _rows(resumed)
     assert any(r["grad_norm"] > 0 for r in a)  # the comparison is of real training, not of zeros
+    assert a[-1]["kl"] > 0
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
@@ -198,7 +201,7 @@ def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_ch
     registry, data = with_letter
     letters = {"acme.letters": data["acme.letters"]}
     lora = ("model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr_scheduler=constant",
-            "optim.max_steps=3", "checkpoint.every=2", "grpo.num_generations=4")  # fmt: skip
+            "grpo.beta=0.04", "optim.max_steps=3", "checkpoint.every=2", "grpo.num_generations=4")  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     trainer = Trainer(_config(letters, straight, *lora), registry)
     trainer.train()
@@ -209,7 +212,7 @@ def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_ch
             registry).train()  # fmt: skip
     Trainer(_config(letters, resumed, *lora), registry).train()  # resumes from checkpoint-2: base + adapter
     a, b = _rows(straight), _rows(resumed)
-    assert any(r["grad_norm"] > 0 for r in a) and [r["step"] for r in b] == [1, 2, 3]
+    assert any(r["grad_norm"] > 0 for r in a) and a[-1]["kl"] > 0 and [r["step"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b):
         assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
 

@@ -118,8 +118,8 @@ class Trainer:
         self.sampler = MixtureSampler([len(e.samples) for e in self.entries], [t.weight for t in cfg.tasks], cfg.seed)
         torch.manual_seed(cfg.seed)
         resume_from = self._resume_path()
-        self.adapter, model, self.processor = self._setup_model(resume_from)
-        self.ref_model = self._setup_reference(model)
+        self.adapter, model, self.processor, self.ref_model = self._setup_model(resume_from)
+        torch.manual_seed(cfg.seed + self.dist.rank)  # ranks draw different dropout masks
         optimizer, self.scheduler = self._setup_optimizer(model)
         o = cfg.optim
         self.model, self.optimizer, _ = self.dist.prepare(
@@ -163,7 +163,20 @@ class Trainer:
             log.info("task %s: %d records from %s", item.task, len(samples), ", ".join(item.data))
         return entries
 
-    def _setup_model(self, resume_from: Path | None) -> tuple[ModelAdapter, Any, Any]:
+    def _load(self, adapter: ModelAdapter, source: str) -> tuple[Any, Any]:
+        mcfg = self.config.model
+        with self.dist.full_parameters_at_load():
+            return adapter.load(
+                source, dtype=_dtype(mcfg.dtype), attn_implementation=mcfg.attn_implementation,
+                min_pixels=mcfg.min_pixels, max_pixels=mcfg.max_pixels, seed=self.config.seed,
+            )  # fmt: skip
+
+    def _setup_model(self, resume_from: Path | None) -> tuple[ModelAdapter, Any, Any, Any]:
+        """(adapter, policy, processor, reference model or None).
+
+        The reference is the model the run *started* from, also after a resume: a copy of the freshly loaded
+        base, or the base loaded again when the policy comes from a checkpoint. With LoRA there is none: the
+        reference log-probs are the policy's with its adapters disabled."""
         mcfg = self.config.model
         # a LoRA checkpoint's model.safetensors holds merged weights: resume from the base model + the adapter
         from_checkpoint = resume_from is not None and not mcfg.lora.enabled
@@ -175,13 +188,17 @@ class Trainer:
 
             model_type = AutoConfig.from_pretrained(source).model_type
         adapter = select_adapter(self.registry.model_adapters, mcfg.adapter, model_type)
-        with self.dist.full_parameters_at_load():
-            model, processor = adapter.load(
-                source, dtype=_dtype(mcfg.dtype), attn_implementation=mcfg.attn_implementation,
-                min_pixels=mcfg.min_pixels, max_pixels=mcfg.max_pixels, seed=self.config.seed,
-            )  # fmt: skip
-        if self.dist.zero_stage == 3 and self.dist.world > 1:
-            model.vgrpo_vision_every_forward = True  # see Qwen2VLAdapter.hidden_states
+        model, processor = self._load(adapter, source)
+        ref = None
+        if self.config.grpo.beta != 0.0 and not mcfg.lora.enabled:
+            ref = self._load(adapter, mcfg.name_or_path)[0] if from_checkpoint else copy.deepcopy(model)
+            ref.eval()
+            for p in ref.parameters():
+                p.requires_grad_(False)
+        if self.dist.world > 1:  # see Qwen2VLAdapter.hidden_states: every rank runs the same modules
+            for m in (model, ref):
+                if m is not None:
+                    m.vgrpo_vision_every_forward = True
         if mcfg.freeze_vision:
             for name, param in model.named_parameters():
                 if "visual" in name or "vision" in name:
@@ -201,7 +218,7 @@ class Trainer:
                 self._load_adapter(resume_from)
         log.info("model %s (adapter %s): %d trainable parameters", source, adapter.name,
                  sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
-        return adapter, model, processor
+        return adapter, model, processor, ref
 
     def _load_adapter(self, checkpoint: Path) -> None:
         from peft import set_peft_model_state_dict
@@ -214,14 +231,6 @@ class Trainer:
         result = set_peft_model_state_dict(self.peft_model, load_file(path))
         if getattr(result, "unexpected_keys", None):
             raise DataError(f"{path}: adapter weights that the model has no place for: {result.unexpected_keys[:5]}")
-
-    def _setup_reference(self, model: Any) -> Any:
-        if self.config.grpo.beta == 0.0:
-            return None  # beta 0: no reference model is loaded
-        ref = copy.deepcopy(model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
 
     def _setup_optimizer(self, model: Any) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
@@ -369,6 +378,14 @@ class Trainer:
             return completion_logprobs(self.dist.unwrap(model), self.adapter, rollout, temperature=self.config.generation.temperature,
                                        impl=self.config.model.logprobs)  # fmt: skip
 
+    def _reference_logps(self, rollout: Rollout) -> torch.Tensor | None:
+        if self.config.grpo.beta == 0.0:
+            return None
+        if self.peft_model is not None:
+            with self.peft_model.disable_adapter():  # the base model, as the run started
+                return self._logps_no_grad(self.model, rollout)
+        return self._logps_no_grad(self.ref_model, rollout)
+
     def train_step(self) -> list[dict[str, Any]]:
         """Generate one batch, then num_iterations optimizer steps on it; returns their metric rows."""
         g, o = self.config.grpo, self.config.optim
@@ -385,7 +402,7 @@ class Trainer:
             if g.mask_truncated_completions:
                 mask = mask * (~rollout.truncated).unsqueeze(1).float()
             old = self._logps_no_grad(self.model, rollout) if g.num_iterations > 1 else None
-            ref = self._logps_no_grad(self.ref_model, rollout) if self.ref_model is not None else None
+            ref = self._reference_logps(rollout)
             stats = {
                 "rewards": all_rewards, "lengths": self.dist.gather(rollout.lengths.float().cpu()),
                 "per_task": _merge_task_stats(self.dist.gather_objects(_plain(per_task))),
