@@ -8,7 +8,7 @@ from PIL import Image
 
 from vgrpo.config import GenerationConfig
 from vgrpo.models.adapters import Qwen25VLAdapter
-from vgrpo.rollout import completion_logprobs, end_of_sequence_mask, eos_token_ids, sample
+from vgrpo.rollout import completion_logprobs, end_of_sequence_mask, eos_token_ids, sample, visual_token_ids
 
 
 def test_end_of_sequence_mask():
@@ -109,3 +109,30 @@ def test_seeded_sampling_does_not_depend_on_the_other_rows_of_the_batch():
         a = together(None, scores).argmax(-1)
         b = torch.cat([halves[0](None, scores[:8]).argmax(-1), halves[1](None, scores[8:]).argmax(-1)])
         assert torch.equal(a, b)
+
+
+def test_sampling_ignores_a_repetition_penalty_from_the_generation_config(monkeypatch):
+    """The loss scores completions under the plain softmax; a penalty the model's generation_config carries
+    (Qwen2.5-VL-Instruct ships 1.05) must not bend the sampling distribution away from it."""
+    from vgrpo.models.tiny import build_tiny
+    from vgrpo.rollout import SeededSampling
+
+    model, processor = build_tiny(0)
+    model.generation_config.repetition_penalty = 1.5
+    seen = []
+    real_call = SeededSampling.__call__
+
+    def spy(self, input_ids, scores):
+        seen.append((input_ids.clone(), scores.clone()))
+        return real_call(self, input_ids, scores)
+
+    monkeypatch.setattr(SeededSampling, "__call__", spy)
+    inputs = processor.tokenizer(["hello"], return_tensors="pt")
+    sample(model, processor, dict(inputs), GenerationConfig(max_completion_length=6), eos_token_ids(model, processor),
+           seeds=[3])  # fmt: skip
+    for ids, scores in seen:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()
+        kept = torch.isfinite(scores)  # only the image placeholder tokens are suppressed
+        assert sorted(torch.nonzero(~kept[0]).flatten().tolist()) == visual_token_ids(model)
+        assert torch.allclose(scores.float()[kept], logits[kept], atol=1e-5)

@@ -140,6 +140,8 @@ def sample(
     """
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = dict(generate_kwargs or {})
+    if not greedy:  # sample the plain softmax the loss assumes (Qwen's generation_config ships a penalty of 1.05)
+        extra["repetition_penalty"] = 1.0
     if greedy:
         extra["do_sample"] = False
     elif seeds is not None:
