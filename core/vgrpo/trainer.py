@@ -558,7 +558,9 @@ class Trainer:
             }
             torch.save(state, tmp / STATE_FILE)
             (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
-        torch.save({"rng": torch.get_rng_state(), "counters": dict(self._counters)}, tmp / f"rank-{dist.rank}.pt")
+        torch.save({"rng": torch.get_rng_state(), "counters": dict(self._counters),
+                    "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+                   tmp / f"rank-{dist.rank}.pt")  # fmt: skip
         dist.barrier()
         if main:
             shutil.rmtree(final, ignore_errors=True)
@@ -577,28 +579,33 @@ class Trainer:
             shutil.rmtree(path, ignore_errors=True)
 
     def _load_state(self, path: Path) -> None:
-        state = torch.load(path / STATE_FILE, weights_only=False)
+        state = torch.load(path / STATE_FILE, weights_only=False, map_location="cpu")
         self.step = int(state["step"])
+        saved_world = int(state.get("world_size", 1))
         if self.dist.deepspeed:
             if not (path / DEEPSPEED_DIR).exists():
                 raise DataError(f"{path}: no {DEEPSPEED_DIR}/ folder: this checkpoint was not written under "
                                 "DeepSpeed; resume it without DeepSpeed, or start a new run (resume=never)")  # fmt: skip
+            if saved_world != self.dist.world:
+                raise DataError(f"{path}: DeepSpeed partitioned its optimizer state over {saved_world} processes; "
+                                f"resume with --num_processes {saved_world} (now {self.dist.world})")  # fmt: skip
             self.model.load_checkpoint(str(path / DEEPSPEED_DIR), tag="state")
         elif state.get("optimizer") is None:
             raise DataError(f"{path}: written under DeepSpeed (optimizer state in {DEEPSPEED_DIR}/); resume it with "
                             "the same accelerate DeepSpeed config")  # fmt: skip
         else:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])  # moved to the parameters' device
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
-        own = path / f"rank-{self.dist.rank}.pt"
-        if own.exists():
-            mine = torch.load(own, weights_only=False)
-            torch.set_rng_state(mine["rng"])
-            self._counters.update(mine.get("counters", {}))
-        else:
-            torch.set_rng_state(state["rng"])
-            self._counters.update(state.get("counters", {}) if self.dist.is_main else {})
+        ranks = {int(m.group(1)): f for f in path.glob("rank-*.pt") if (m := re.match(r"rank-(\d+)\.pt$", f.name))}
+        own = ranks.get(self.dist.rank)
+        mine = torch.load(own, weights_only=False) if own is not None else {"rng": state["rng"]}
+        torch.set_rng_state(mine["rng"])
+        if mine.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda_rng"])
+        if self.dist.is_main:  # event counts of every saved rank, whatever the number of processes now
+            for f in ranks.values():
+                self._counters.update(torch.load(f, weights_only=False).get("counters", {}))
         log.info("resumed from %s at step %d", path, self.step)
 
     # -- the loop --------------------------------------------------------------------------------------------
