@@ -1,9 +1,11 @@
-"""Two processes (gloo, CPU) give the same first step as one process with the same global batch and seed.
+"""Two processes (gloo, CPU) train exactly as one process with the same global batch and seed.
 
-Each run is a real `vgrpo train` in subprocesses: one process with 4 prompts per step, then `accelerate launch`
-with 2 processes x 2 prompts under DDP and under DeepSpeed ZeRO-2/ZeRO-3 (the configs shipped in
+Each run is a real `vgrpo train` in subprocesses: one process with 4 prompts per micro-batch, then `accelerate
+launch` with 2 processes x 2 prompts under DDP and under DeepSpeed ZeRO-2/ZeRO-3 (the configs shipped in
 examples/accelerate/). The mixture holds a built-in task and a task whose reward a random model earns (so the
-loss and the gradient are not zero).
+loss and the gradient are not zero); the vision tower trains (so a rank with a text-only batch must still run
+it); two micro-batches, two optimizer steps per batch (the second with a non-zero KL), batch-scaled rewards,
+evaluation at step 2; ZeRO-2 is stopped after one batch and resumed.
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ def setup(tmp_path_factory, letters_task_source):
                                for i in range(8)))  # fmt: skip
     config = root / "config.yaml"
     config.write_text(
-        "seed: 3\nmodel: {name_or_path: tiny}\n"
+        "seed: 3\nmodel: {name_or_path: tiny, freeze_vision: false}\n"
         f"tasks:\n  - {{task: acme.letters, data: {letters}, weight: 2.0}}\n  - {{task: count, data: {data['count']}}}\n"
-        "grpo: {num_generations: 4, loss_type: dapo, beta: 0.04}\n"
+        "grpo: {num_generations: 4, loss_type: grpo, beta: 0.04, num_iterations: 2, scale_rewards: batch}\n"
         "generation: {max_completion_length: 8}\n"
-        "optim: {lr: 1.0e-3, max_steps: 1, lr_scheduler: constant}\n"
-        "logging: {tensorboard: false, completions_every: 1}\nrewards: {workers: 0}\ncheckpoint: {every: 1}\n"
-        "eval: {every: 1, max_samples: 3, max_new_tokens: 4, batch_size: 2}\n"
+        "optim: {lr: 1.0e-3, max_steps: 2, lr_scheduler: constant, gradient_accumulation_steps: 2}\n"
+        "logging: {tensorboard: false, completions_every: 1}\nrewards: {workers: 0}\ncheckpoint: {every: 2}\n"
+        "eval: {every: 2, max_samples: 3, max_new_tokens: 4, batch_size: 2}\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
@@ -76,46 +78,55 @@ def _train(setup, out: Path, *, prompts: int, launcher: str | None = None, extra
 
 @pytest.fixture(scope="module")
 def single(setup):
-    return _train(setup, setup["root"] / "single", prompts=4)
+    return _train(setup, setup["root"] / "single", prompts=4, extra=("optim.max_steps=4",))
 
 
-def _assert_same_step(a: dict, b: dict) -> None:
-    assert a["grad_norm"] > 0 and a["reward_std"] > 0  # a real step, not zeros
-    for key in COMPARED:
-        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
-    evaluated = sorted(k for k in a if k.startswith("eval/"))
-    assert "eval/count/accuracy" in evaluated and "eval/count/n" in evaluated
-    assert {k: b[k] for k in evaluated} == {k: a[k] for k in evaluated}  # the same metrics over the whole splits
-    tasks = sorted(k for k in a if k.startswith("tasks/"))
-    assert tasks == sorted(k for k in b if k.startswith("tasks/")) and len({k.split("/")[1] for k in tasks}) == 2
-    for key in tasks:
-        assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+def _assert_same_steps(a: list[dict], b: list[dict]) -> None:
+    """b's rows equal a's first len(b) rows: training statistics, per-task statistics and eval metrics."""
+    assert a[0]["grad_norm"] > 0 and a[0]["reward_std"] > 0 and a[1]["kl"] > 0  # real steps, a real KL term
+    assert [r["step"] for r in b] == [r["step"] for r in a[: len(b)]]
+    for ra, rb in zip(a, b):
+        for key in COMPARED:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+        evaluated = sorted(k for k in ra if k.startswith("eval/"))
+        assert evaluated == sorted(k for k in rb if k.startswith("eval/"))
+        assert {k: rb[k] for k in evaluated} == {k: ra[k] for k in evaluated}  # metrics over the whole splits
+        tasks = sorted(k for k in ra if k.startswith("tasks/"))
+        assert tasks == sorted(k for k in rb if k.startswith("tasks/"))
+        for key in tasks:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-7), (ra["step"], key)
+    assert any("eval/count/accuracy" in r for r in b) and len({k.split("/")[1] for k in a[0] if "tasks/" in k}) == 2
 
 
-def _completions(out: Path) -> list[tuple[str, str]]:
+def _completions(out: Path) -> list[tuple[int, str, str]]:
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
-    return [(r["id"], r["completion"]) for r in rows]
+    return [(r["step"], r["id"], r["completion"]) for r in rows]
 
 
 def test_ddp_two_processes_match_one_process(setup, single):
     out = setup["root"] / "ddp"
-    rows = _train(setup, out, prompts=2, launcher="ddp.yaml")
-    _assert_same_step(single[0], rows[0])
-    assert _completions(out) == _completions(setup["root"] / "single")  # the same samples, in global order
-    assert (out / "checkpoint-1" / "model.safetensors").exists()
+    _assert_same_steps(single, _train(setup, out, prompts=2, launcher="ddp.yaml"))
+    steps = {step for step, _, _ in _completions(out)}
+    assert _completions(out) == [c for c in _completions(setup["root"] / "single") if c[0] in steps]
+    assert (out / "checkpoint-2" / "model.safetensors").exists()
 
 
-def test_deepspeed_zero2_two_processes_match_one_process_and_resume(setup, single):
+def test_deepspeed_zero2_two_processes_match_one_process_and_resume_exactly(setup, single):
     out = setup["root"] / "zero2"
-    rows = _train(setup, out, prompts=2, launcher="zero2.yaml")
-    _assert_same_step(single[0], rows[0])
-    assert (out / "checkpoint-1" / "deepspeed").is_dir() and (out / "checkpoint-1" / "model.safetensors").exists()
-    rows = _train(setup, out, prompts=2, launcher="zero2.yaml", extra=("optim.max_steps=2",))
-    assert [r["step"] for r in rows] == [1, 2] and (out / "checkpoint-2").exists()
+    _assert_same_steps(single, _train(setup, out, prompts=2, launcher="zero2.yaml"))
+    assert (out / "checkpoint-2" / "deepspeed").is_dir() and (out / "checkpoint-2" / "model.safetensors").exists()
+    rows = _train(setup, out, prompts=2, launcher="zero2.yaml", extra=("optim.max_steps=4",))  # resumes at 2
+    _assert_same_steps(single, rows)
+    assert len(rows) == 4
 
 
 def test_deepspeed_zero3_two_processes_match_one_process(setup, single):
+    from safetensors.torch import load_file
+
     out = setup["root"] / "zero3"
-    rows = _train(setup, out, prompts=2, launcher="zero3.yaml")
-    _assert_same_step(single[0], rows[0])
-    assert (out / "checkpoint-1" / "model.safetensors").exists()
+    _assert_same_steps(single, _train(setup, out, prompts=2, launcher="zero3.yaml"))
+    weights = load_file(out / "checkpoint-2" / "model.safetensors")  # gathered, not this rank's partition
+    reference = load_file(setup["root"] / "single" / "checkpoint-2" / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, value in reference.items():
+        assert weights[key].shape == value.shape and (weights[key] - value).abs().max() < 1e-3, key

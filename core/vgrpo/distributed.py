@@ -148,27 +148,31 @@ class Distributed:
     @contextlib.contextmanager
     def generation(self, model: Any) -> Iterator[dict[str, Any]]:
         """Context for ``generate``: yields extra generate() arguments. Under ZeRO-3 the parameters are gathered
-        for the duration and ranks step together (``synced_gpus``), since each forward is a collective."""
+        for the duration and DeepSpeed's module hooks are taken off (DeepSpeed's own
+        ``unwrap_model_for_generation``), so decoding needs no collectives, ranks decode independently, and the
+        modules a rank's prompts happen to use (the vision tower or not) do not enter ZeRO-3's module trace."""
         if self.deepspeed and self.zero_stage == 3:
-            import deepspeed
+            from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
-            params = list(self.unwrap(model).parameters())
-            with deepspeed.zero.GatheredParameters(params):
-                yield {"synced_gpus": self.world > 1}
+            with unwrap_model_for_generation(model):
+                yield {}
         else:
             yield {}
 
+    def accumulating(self, wrapped: Any, *, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Context for the forward *and* backward of one micro-batch: DDP skips its gradient all-reduce until
+        the last micro-batch of the step (DeepSpeed is told at :meth:`backward`)."""
+        if last or self.world == 1 or self.deepspeed:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(wrapped)
+
     def backward(self, wrapped: Any, loss: torch.Tensor, *, last: bool) -> None:
-        """Backward of one micro-batch; gradients are synchronised on the last one."""
+        """Backward of one micro-batch (inside :meth:`accumulating`); gradients are synchronised on the last."""
         if self.deepspeed:
             wrapped.set_gradient_accumulation_boundary(last)
             wrapped.backward(loss, scale_wrt_gas=False)  # the trainer scales for accumulation itself
             return
-        if last or self.world == 1:
-            loss.backward()
-        else:
-            with self.accelerator.no_sync(wrapped):
-                loss.backward()
+        loss.backward()
 
     def step(self, wrapped: Any, optimizer: Any, scheduler: Any, params: list[torch.Tensor],
              max_grad_norm: float | None) -> float:  # fmt: skip

@@ -392,12 +392,17 @@ class Trainer:
         start = time.perf_counter()
         micro = []
         rank, n_rows = self.dist.rank, o.prompts_per_step * g.num_generations
+        generated = []
         for m in range(o.gradient_accumulation_steps):
             rollout, entry_ids, samples = self._rollout(self._draw_prompts(o.prompts_per_step), m)
             rewards, per_task = self._rewards(rollout, entry_ids, samples)
-            all_rewards = self.dist.gather(rewards)  # advantages (and batch-level scaling) see the global batch
-            advantages = group_advantages(all_rewards, g.num_generations, g.scale_rewards)
-            advantages = advantages[rank * n_rows : (rank + 1) * n_rows].to(self.dist.device)
+            generated.append((rollout, entry_ids, samples, rewards, per_task, self.dist.gather(rewards)))
+        # advantages see the whole generation batch (all micro-batches of all ranks), as TRL's do: groups are
+        # contiguous in it, and `scale_rewards: batch` takes the std of all of it
+        everyone = torch.cat([x[-1] for x in generated])
+        advantages_all = group_advantages(everyone, g.num_generations, g.scale_rewards).split(len(generated[0][-1]))
+        for (rollout, entry_ids, samples, rewards, per_task, all_rewards), adv in zip(generated, advantages_all):
+            advantages = adv[rank * n_rows : (rank + 1) * n_rows].to(self.dist.device)
             mask = rollout.completion_mask
             if g.mask_truncated_completions:
                 mask = mask * (~rollout.truncated).unsqueeze(1).float()
@@ -425,15 +430,18 @@ class Trainer:
         losses, kls, clips = [], [], []
         finite = True
         for i, (rollout, _, advantages, mask, old, ref) in enumerate(micro):
-            out = self._loss(rollout, advantages, mask, old, ref, num_items)
-            loss = out.loss if g.loss_type == "dapo" else out.loss / ga
-            if not self.dist.deepspeed and not self.dist.all_true(bool(torch.isfinite(loss))):
-                finite = False  # every rank skips; DeepSpeed instead drops the step itself at its overflow check
-                break
-            self.dist.backward(self.model, loss, last=i == ga - 1)
+            with self.dist.accumulating(self.model, last=i == ga - 1):
+                out = self._loss(rollout, advantages, mask, old, ref, num_items)
+                loss = out.loss if g.loss_type == "dapo" else out.loss / ga
+                if not self.dist.deepspeed and not self.dist.all_true(bool(torch.isfinite(loss))):
+                    finite = False  # every rank skips; DeepSpeed instead drops the step at its overflow check
+                    break
+                self.dist.backward(self.model, loss, last=i == ga - 1)
             losses.append(float(loss.detach()))
-            kls.append(float(out.kl))
-            clips.append(float(out.clip_ratio))
+            tokens = float(mask.sum())  # statistics are weighted so they mean the same on any number of processes
+            kls.append((float(out.kl) * tokens, tokens))
+            per = tokens if g.importance_sampling_level == "token" else float(mask.size(0))
+            clips.append((float(out.clip_ratio) * per, per))
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float("nan")
         lr = self.scheduler.get_last_lr()[0]
@@ -457,7 +465,8 @@ class Trainer:
             return {"step": self.step, "loss": float("nan"), "skipped": True, **self._counter_fields()}
         self._nonfinite = 0
         loss = self.dist.mean(sum(losses))
-        kl, clip = self.dist.mean(sum(kls) / len(kls)), self.dist.mean(sum(clips) / len(clips))
+        kl = self.dist.sum(sum(x for x, _ in kls)) / max(self.dist.sum(sum(w for _, w in kls)), 1.0)
+        clip = self.dist.sum(sum(x for x, _ in clips)) / max(self.dist.sum(sum(w for _, w in clips)), 1.0)
         return self._metrics_row(micro, loss, kl, clip, grad_norm, lr, time.perf_counter() - start)
 
     def _metrics_row(self, micro: list[Any], loss: float, kl: float, clip: float, grad_norm: float, lr: float,

@@ -187,7 +187,11 @@ def _blank_image_features(model: Any) -> torch.Tensor:
     param = next(visual.parameters())
     pixels = torch.zeros(merge * merge, dim, dtype=param.dtype, device=param.device)
     grid = torch.tensor([[1, merge, merge]], device=param.device)
-    return _tensor_sum(base.get_image_features(pixel_values=pixels, image_grid_thw=grid))
+    out = base.get_image_features(pixel_values=pixels, image_grid_thw=grid)
+    # only the image embeddings, as the real path uses them: a second output of the tower joining the graph
+    # would run the tower's backward hooks twice, and ZeRO-3 would see a different module trace on this rank
+    embeds = getattr(out, "pooler_output", None)
+    return _tensor_sum(embeds if embeds is not None else out)
 
 
 def _tensor_sum(out: Any) -> torch.Tensor:
