@@ -236,3 +236,29 @@ def test_pred_count_counts_objects_of_list_answers_only():
     assert pred_count([]) == 0.0  # an empty OVD answer predicts no box: the flooding signal must see it
     assert pred_count([{"bbox_2d": [0, 0, 1, 1], "label": "a"}] * 3) == 3.0
     assert pred_count([1.0, 2.0, 3.0, 4.0]) is None and pred_count(None) is None and pred_count(5) is None
+
+
+def test_a_stop_request_finishes_the_batch_so_a_resume_with_reused_batches_is_exact(with_letter, tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    registry, data = with_letter
+    letters = {"acme.letters": data["acme.letters"]}
+    reuse = ("grpo.num_iterations=2", "grpo.beta=0.04", "optim.max_steps=4", "checkpoint.every=4")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    Trainer(_config(letters, straight, *reuse), registry).train()
+    real_optimize = Trainer._optimize
+
+    def optimize_then_sigterm(self, *args):
+        row = real_optimize(self, *args)
+        if self.step == 1:  # the first of the batch's two optimizer steps
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(Trainer, "_optimize", optimize_then_sigterm)
+    Trainer(_config(letters, resumed, *reuse), registry).train()
+    assert [r["step"] for r in _rows(resumed)] == [1, 2] and (resumed / "checkpoint-2").exists()
+    monkeypatch.setattr(Trainer, "_optimize", real_optimize)
+    Trainer(_config(letters, resumed, *reuse), registry).train()
+    a, b = _rows(straight), _rows(resumed)
+    assert a[1]["kl"] > 0 and [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
