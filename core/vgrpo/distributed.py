@@ -9,7 +9,7 @@ calls :class:`Distributed`. What GRPO needs beyond a plain training loop lives h
 * forward passes run *inside* the wrapped module's call (:meth:`Distributed.forward`, :func:`run_as_forward`), so
   DDP's gradient hooks and ZeRO-3's parameter gathering work even though the loss reads hidden states and the
   lm_head weight directly;
-* under ZeRO-3, generation runs with the parameters gathered and ``synced_gpus`` (ranks keep stepping together).
+* under ZeRO-3, generation runs with the parameters gathered and DeepSpeed's module hooks off.
 
 On CPU (tests, this machine) DeepSpeed runs over gloo: accelerate only knows GPU backends for DeepSpeed, so the
 process group is created here with ``backend="gloo"`` when no accelerator is present.
@@ -146,18 +146,18 @@ class Distributed:
         return fn(*args) if inner is wrapped else run_as_forward(inner, fn, *args, caller=wrapped)
 
     @contextlib.contextmanager
-    def generation(self, model: Any) -> Iterator[dict[str, Any]]:
-        """Context for ``generate``: yields extra generate() arguments. Under ZeRO-3 the parameters are gathered
-        for the duration and DeepSpeed's module hooks are taken off (DeepSpeed's own
-        ``unwrap_model_for_generation``), so decoding needs no collectives, ranks decode independently, and the
-        modules a rank's prompts happen to use (the vision tower or not) do not enter ZeRO-3's module trace."""
+    def generation(self, model: Any) -> Iterator[None]:
+        """Context for ``generate``. Under ZeRO-3 the parameters are gathered for the duration and DeepSpeed's
+        module hooks are taken off (DeepSpeed's own ``unwrap_model_for_generation``), so decoding needs no
+        collectives, ranks decode independently, and the modules a rank's prompts happen to use (the vision tower
+        or not) do not enter ZeRO-3's module trace."""
         if self.deepspeed and self.zero_stage == 3:
             from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
             with unwrap_model_for_generation(model):
-                yield {}
+                yield
         else:
-            yield {}
+            yield
 
     def accumulating(self, wrapped: Any, *, last: bool) -> contextlib.AbstractContextManager[Any]:
         """Context for the forward *and* backward of one micro-batch: DDP skips its gradient all-reduce until

@@ -164,7 +164,7 @@ def evaluate(
     ``pass_k`` (default 1 and N). An unparsable prediction counts as wrong. ``output_dir=None`` writes
     nothing; with an ``output_dir``, rows already there are reused only when made with the same
     ``max_new_tokens`` (and, sampled, the same ``temperature``, ``top_p`` and ``seed``). Inputs go to the
-    model's device; ``generate_kwargs`` are passed to ``generate`` (e.g. ZeRO-3's ``synced_gpus``).
+    model's device; ``generate_kwargs`` are passed to ``generate``.
     ``progress``: a rich Progress, for a bar with ETA.
 
     ``shard=(rank, world)`` with ``gather`` (an all-gather of one picklable object per process, in rank order)

@@ -303,9 +303,8 @@ class Trainer:
         first_row = self.dist.rank * len(messages)
         seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(len(messages))]
         self.model.eval()
-        with self.dist.generation(self.model) as extra:
-            rollout = sample(self.unwrapped, self.processor, inputs, self.config.generation, self.eos_ids,
-                             seeds=seeds, generate_kwargs=extra)  # fmt: skip
+        with self.dist.generation(self.model):
+            rollout = sample(self.unwrapped, self.processor, inputs, self.config.generation, self.eos_ids, seeds=seeds)
         self.model.train()
         return rollout, entry_ids, samples
 
@@ -515,9 +514,9 @@ class Trainer:
         over the whole splits; under ZeRO-3 (each forward a collective) every rank generates every row."""
         shared = self.dist.world > 1 and self.dist.zero_stage != 3
         shard = {"shard": (self.dist.rank, self.dist.world), "gather": self.dist.gather_objects} if shared else {}
-        with self.dist.generation(self.model) as extra:
-            metrics = evaluate(self.unwrapped, self.processor, self.adapter, self.eval_splits, generate_kwargs=extra,
-                               **shard, **eval_settings(self.config))  # fmt: skip
+        with self.dist.generation(self.model):
+            metrics = evaluate(self.unwrapped, self.processor, self.adapter, self.eval_splits, **shard,
+                               **eval_settings(self.config))  # fmt: skip
         return flat_metrics(metrics)
 
     def _guarded_step(self) -> list[dict[str, Any]]:
