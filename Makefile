@@ -35,9 +35,12 @@ demo: install
 	$(BIN)/python -c "from vgrpo.synth import synthesize; synthesize('examples/data/tiny', n_per_task=100, seed=0, reuse=True)"
 	$(BIN)/vgrpo train examples/tiny.yaml
 
-# The docs site builds first (strict: a broken link or anchor, or a page missing from the nav, fails; not
-# --quiet, which hides the warnings --strict counts), then the suite.
+# Lint and format checks first (ruff, configured in pyproject.toml; never rewrites: fix with `ruff format .`
+# and `ruff check --fix .`), then the docs site (strict: a broken link or anchor, or a page missing from the
+# nav, fails; not --quiet, which hides the warnings --strict counts), then the suite.
 test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -71,14 +71,20 @@ def test_a_saved_tiny_checkpoint_loads_through_the_normal_path(tmp_path):
 
 
 def test_a_group_of_repeated_prompts_encodes_as_if_each_row_were_encoded(tiny):
-    """GRPO repeats each prompt G times: the Qwen adapter preprocesses each image once and repeats the rows."""
+    """GRPO repeats each prompt G times: with ``group_size`` the Qwen adapter preprocesses each image once and
+    repeats the rows, and the result equals encoding every row on its own."""
     adapter, model, processor = tiny
     messages, images = _batch()
-    rows_m = [m for m in messages for _ in range(3)]  # the very same objects back to back, as the trainer builds
+    rows_m = [m for m in messages for _ in range(3)]
     rows_i = [i for i in images for _ in range(3)]
-    fast = adapter.encode(processor, rows_m, rows_i)
+    fast = adapter.encode(processor, messages, images, group_size=3)
     plain = ModelAdapter.encode(adapter, processor, rows_m, rows_i)
     assert set(fast) == set(plain)
     for key in plain:
         torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=0)
     assert adapter.input_sizes(processor, fast, rows_i) == adapter.input_sizes(processor, plain, rows_i)
+    uneven = adapter.encode(processor, messages, images, group_size=[1, 2, 3])  # one count per prompt
+    plain = ModelAdapter.encode(adapter, processor, [messages[0], *[messages[1]] * 2, *[messages[2]] * 3],
+                                [images[0], *[images[1]] * 2, *[images[2]] * 3])  # fmt: skip
+    for key in plain:
+        torch.testing.assert_close(uneven[key], plain[key], rtol=0, atol=0)

@@ -3,7 +3,7 @@
 import vgrpo
 
 PUBLIC = {
-    "DataError", "MissingPluginsError", "NameConflictError", "ParamsError", "PluginError", "PluginLoadError",
+    "CheckpointError", "DataError", "MissingPluginsError", "ModelAdapter", "NameConflictError", "ParamsError", "PluginError", "PluginLoadError",
     "PluginRegistry", "PromptTemplate", "Reward", "RewardFailure", "Sample", "Score", "Task", "TaskParams", "TrainingError",
     "UnknownNameError", "VgrpoError", "__version__", "extract_answer", "format_reward",
     "get_registry", "hookimpl", "is_well_formatted", "load_jsonl", "load_plugins", "reward", "score",

@@ -5,9 +5,12 @@ The public names are listed in ``__all__``; everything else is private and may c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from vgrpo.completion import extract_answer, is_well_formatted, strip_code_fence
 from vgrpo.data import load_jsonl
 from vgrpo.errors import (
+    CheckpointError,
     DataError,
     MissingPluginsError,
     NameConflictError,
@@ -24,11 +27,26 @@ from vgrpo.rewards import Reward, RewardFailure, format_reward, reward
 from vgrpo.scoring import Score, score
 from vgrpo.task import PromptTemplate, Sample, Task, TaskParams
 
+if TYPE_CHECKING:
+    from vgrpo.models.adapters import ModelAdapter
+
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    """``vgrpo.ModelAdapter`` is imported on first use: it needs torch, which scoring rewards does not."""
+    if name == "ModelAdapter":
+        from vgrpo.models.adapters import ModelAdapter
+
+        return ModelAdapter
+    raise AttributeError(f"module 'vgrpo' has no attribute {name!r}")
+
+
 __all__ = [
+    "CheckpointError",
     "DataError",
     "MissingPluginsError",
+    "ModelAdapter",
     "NameConflictError",
     "ParamsError",
     "PluginError",

@@ -146,14 +146,6 @@ def read_jsonl_lines(path: str | Path) -> Iterator[JsonLine]:
                 yield JsonLine(lineno, end, error=DataError(f"invalid JSON ({exc})", file=path, line=lineno))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) for each non-blank line; bad JSON raises DataError with the line."""
-    for item in read_jsonl_lines(path):
-        if item.error is not None:
-            raise item.error
-        yield item.line, item.value
-
-
 @dataclass(frozen=True)
 class RecordCheck:
     """The outcome for one line of a dataset: the sample, or the problems found (file, line, field)."""

@@ -8,6 +8,7 @@
     │   └── MissingPluginsError     ``required_plugins`` not satisfied
     ├── ParamsError                 bad task params, reward weights or config keys
     ├── TrainingError               training cannot go on (non-finite loss, out of memory)
+    ├── CheckpointError             a checkpoint that cannot be resumed (missing parts, another layout)
     └── DataError                   a bad JSONL record: file, line, field, what was expected
 """
 
@@ -45,6 +46,10 @@ class MissingPluginsError(PluginError):
 
 class TrainingError(VgrpoError):
     """Training cannot continue (a loss that stays non-finite, out of memory); the message says what to change."""
+
+
+class CheckpointError(VgrpoError):
+    """A checkpoint that cannot be resumed here: not a checkpoint, written under another set-up, missing parts."""
 
 
 class ParamsError(VgrpoError, ValueError):

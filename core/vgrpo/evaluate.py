@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +26,8 @@ from vgrpo.config import GenerationConfig, TrainConfig
 from vgrpo.data import load_jsonl
 from vgrpo.errors import DataError
 from vgrpo.models.adapters import ModelAdapter
-from vgrpo.rollout import eos_token_ids, sample
+from vgrpo.prompts import Prompt, encode_prompts, open_images
+from vgrpo.rollout import eos_token_ids, row_seed, sample
 from vgrpo.scoring import safe_parse
 from vgrpo.task import Sample, Task, TaskParams
 
@@ -51,15 +51,20 @@ class EvalSplit:
     samples: list[Sample]
 
 
-def build_eval_splits(config: TrainConfig, registry: PluginRegistry) -> list[EvalSplit]:
+def build_eval_splits(
+    config: TrainConfig, registry: PluginRegistry, adapter: ModelAdapter | None = None
+) -> list[EvalSplit]:
     """One split per task of ``config.tasks``: ``eval.data[task]`` (default: the task's training data), the
-    task's params, at most ``eval.max_samples`` records. Missing plugins, unknown tasks, bad records,
-    duplicate ids and missing images fail here, before any generation."""
+    task's params (a ``coords`` param the config does not set follows ``adapter``, as in training), at most
+    ``eval.max_samples`` records. Missing plugins, unknown tasks, bad records, duplicate ids and missing images
+    fail here, before any generation."""
+    from vgrpo.mixture import task_params
+
     registry.require(config.required_plugins)
     splits = []
     for entry in config.tasks:
         task = registry.task(entry.task)
-        params = task.params(entry.params)
+        params = task_params(task, entry.params, adapter)
         files = config.eval.data.get(entry.task, entry.data)
         samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
         split = EvalSplit(task, params, samples[: config.eval.max_samples])
@@ -160,7 +165,7 @@ def evaluate(
 
     ``{task: {<task metrics>, "pass@k"..., "parse_rate", "unparsed", "n"}}``. ``num_samples`` 1 is greedy;
     N > 1 samples N completions per record at ``temperature``/``top_p``, each row from its own random
-    stream (:func:`sample_seed`: ``seed``, task, id, sample index), and reports pass@k for each k of
+    stream (:func:`vgrpo.rollout.row_seed` of ``seed``, task, id, sample index), and reports pass@k for each k of
     ``pass_k`` (default 1 and N). An unparsable prediction counts as wrong. ``output_dir=None`` writes
     nothing; with an ``output_dir``, rows already there are reused only when made with the same
     ``max_new_tokens`` (and, sampled, the same ``temperature``, ``top_p`` and ``seed``). Inputs go to the
@@ -239,12 +244,6 @@ def _cuda_devices(model: Any) -> list[int]:
     return sorted(d if d is not None else torch.cuda.current_device() for d in devices)
 
 
-def sample_seed(seed: int, task: str, sample_id: str, index: int) -> int:
-    """The sampling seed of one row: a row samples the same completion whatever batch it is in (so a resumed
-    evaluation makes the rows an uninterrupted one would have made)."""
-    return zlib.crc32(f"{seed}\0{task}\0{sample_id}\0{index}".encode())
-
-
 def _generate(
     model: Any,
     processor: Any,
@@ -256,25 +255,22 @@ def _generate(
     seed: int,
     generate_kwargs: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """One generation batch; the rows of a record share prompt and image objects (encoded once by adapters
-    that de-duplicate repeated rows)."""
-    from PIL import Image
-
-    prompts: dict[tuple[str, str], tuple[list[dict[str, Any]], list[Any]]] = {}
-    for s, x, _ in chunk:
-        if (s.task.name, x.id) not in prompts:
-            images = [Image.open(p).convert("RGB") for p in x.images]
-            prompts[(s.task.name, x.id)] = (s.task.build_prompt(x, s.params), images)
-    messages = [prompts[(s.task.name, x.id)][0] for s, x, _ in chunk]
-    images = [prompts[(s.task.name, x.id)][1] for s, x, _ in chunk]
-    encoded = adapter.encode(processor, messages, images)
-    sizes = adapter.input_sizes(processor, encoded, images)
-    device = _device(model)
-    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in dict(encoded).items()}
+    """One generation batch; the rows of a record next to each other are encoded from one prompt."""
+    prompts: list[Prompt] = []
+    counts: list[int] = []
+    for k, (s, x, _) in enumerate(chunk):
+        if k and chunk[k - 1][0] is s and chunk[k - 1][1].id == x.id:
+            counts[-1] += 1
+        else:
+            prompts.append(Prompt(s.task, s.params, x, open_images(x, s.task.name)))
+            counts.append(1)
+    encoded = encode_prompts(adapter, processor, prompts, _device(model), group_size=counts)
+    sizes = [x.input_size for x in encoded.samples]
+    inputs = encoded.inputs
     if mode is None:
         rollout = sample(model, processor, inputs, gen, eos, greedy=True, generate_kwargs=generate_kwargs)
     else:
-        seeds = [sample_seed(seed, s.task.name, x.id, i) for s, x, i in chunk]
+        seeds = [row_seed(seed, s.task.name, x.id, i) for s, x, i in chunk]
         rollout = sample(model, processor, inputs, gen, eos, seeds=seeds, generate_kwargs=generate_kwargs)
     rows = []
     for (s, x, i), text, size in zip(chunk, rollout.texts, sizes):

@@ -6,11 +6,12 @@ breaking existing plugins. Each hook returns a list; vgrpo merges the lists of a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from vgrpo.models.adapters import ModelAdapter
     from vgrpo.rewards import Reward
     from vgrpo.task import Task
 
@@ -31,8 +32,8 @@ def vgrpo_rewards() -> list[Reward]:
 
 
 @hookspec
-def vgrpo_model_adapters() -> list[Any]:
-    """Return model adapters that teach vgrpo how to drive a family of vision-language models."""
+def vgrpo_model_adapters() -> list[ModelAdapter]:
+    """Return model adapters (:class:`vgrpo.ModelAdapter` instances) that drive a family of vision-language models."""
 
 
 HOOK_NAMES: tuple[str, ...] = ("vgrpo_tasks", "vgrpo_rewards", "vgrpo_model_adapters")

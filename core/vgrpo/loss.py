@@ -1,14 +1,19 @@
-"""The GRPO policy loss from per-token log-probs (TRL 1.x semantics), and its clipping/KL statistics.
-
-This is the reference formulation, used with ``logprobs: naive`` and to check the fused kernels.
+"""The GRPO policy loss (TRL 1.x semantics) and its clipping/KL statistics: :func:`grpo_loss` from per-token
+log-probs — the reference formulation, used with ``logprobs: naive`` and to check the fused kernels — and
+:func:`policy_loss`, the loss of a micro-batch under a model, fused or naive.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from vgrpo.batch import MicroBatch
+    from vgrpo.config import GrpoConfig
+    from vgrpo.models.adapters import ModelAdapter
 
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
@@ -92,3 +97,44 @@ def grpo_loss(
             clip_ratio = (region * mask).sum() / tokens
         mean_kl = (kl * mask).sum() / tokens
     return LossOutput(loss=loss, kl=mean_kl, clip_ratio=clip_ratio)
+
+
+def policy_loss(
+    model: Any,
+    adapter: ModelAdapter,
+    batch: MicroBatch,
+    grpo: GrpoConfig,
+    *,
+    temperature: float,
+    max_completion_length: int,
+    num_items: float,
+    fused: bool = True,
+) -> LossOutput:
+    """The GRPO loss of one micro-batch under ``model``: the fused kernels straight from the hidden states
+    (``fused``; no ``[N, T, V]`` logits), or log_softmax log-probs + :func:`grpo_loss`. Call it inside the wrapped
+    model's forward (:meth:`vgrpo.distributed.Distributed.forward`) so DDP and ZeRO-3 see it."""
+    from vgrpo.distributed import run_as_forward
+    from vgrpo.rollout import completion_hidden, completion_logprobs
+
+    common: dict[str, Any] = {
+        "loss_type": grpo.loss_type, "epsilon": grpo.epsilon, "epsilon_high": grpo.epsilon_high, "beta": grpo.beta,
+        "importance_sampling_level": grpo.importance_sampling_level,
+        "max_completion_length": max_completion_length, "num_items": num_items,
+    }  # fmt: skip
+    rollout = batch.rollout
+    if not fused:
+        logps = completion_logprobs(model, adapter, rollout, temperature=temperature, impl="naive")
+        return grpo_loss(logps, batch.old_logps, batch.advantages, batch.mask, ref_logps=batch.ref_logps, **common)
+    from vgrpo.kernels import fused_grpo_loss
+
+    hidden, head = completion_hidden(model, adapter, rollout)
+
+    def head_loss(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # runs as the lm_head's forward, so ZeRO-3 gathers its weight; a plain tuple out, because DeepSpeed only
+        # sees tensors in tuples when it hooks the outputs to gather the weight again for the backward
+        out = fused_grpo_loss(h, head.weight, rollout.completion_ids, batch.advantages, batch.mask,
+                              old_logps=batch.old_logps, ref_logps=batch.ref_logps, temperature=temperature,
+                              bias=getattr(head, "bias", None), **common)  # fmt: skip
+        return out.loss, out.kl, out.clip_ratio
+
+    return LossOutput(*run_as_forward(head, head_loss, hidden))

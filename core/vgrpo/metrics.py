@@ -1,14 +1,95 @@
-"""One logger interface for training metrics: metrics.jsonl always, TensorBoard and wandb when enabled."""
+"""Training metrics: a step's statistics gathered in one place (:class:`StepStats`), and one logger interface
+for them (:class:`MetricsLogger`: metrics.jsonl always, TensorBoard and wandb when enabled)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vgrpo.distributed import Distributed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    """Per-completion statistics of a step — rewards, lengths, each task's reward parts, parse rate and own
+    statistics — and the run's event counters, reduced over processes in one place.
+
+    Each rank adds what it saw; :meth:`reduce` gathers every rank's values (in rank order) and sums the
+    counters, so :meth:`row` means the same on one process or on many.
+    """
+
+    rewards: list[float] = field(default_factory=list)
+    lengths: list[float] = field(default_factory=list)
+    tasks: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def add(self, task: str, values: dict[str, float], *, reward: float, length: float) -> None:
+        """One completion of ``task``: its total reward, its length in tokens and its named statistics."""
+        self.rewards.append(float(reward))
+        self.lengths.append(float(length))
+        stats = self.tasks[task]
+        for key, value in {"reward": reward, **values, "completion_length": length}.items():
+            stats[key].append(float(value))
+
+    def extend(self, other: StepStats) -> None:
+        """Append the completions of ``other`` (another micro-batch of the same step)."""
+        self.rewards += other.rewards
+        self.lengths += other.lengths
+        for task, stats in other.tasks.items():
+            for key, values in stats.items():
+                self.tasks[task][key] += values
+
+    def reduce(self, dist: Distributed, counters: Counter[str] | None = None) -> StepStats:
+        """Every rank's completions in rank order, with ``counters`` (each rank's own) summed over ranks."""
+        part = {"rewards": self.rewards, "lengths": self.lengths,
+                "tasks": {t: dict(s) for t, s in self.tasks.items()}, "counters": dict(counters or {})}  # fmt: skip
+        out = StepStats()
+        for other in dist.gather_objects(part):
+            out.rewards += other["rewards"]
+            out.lengths += other["lengths"]
+            for task, stats in other["tasks"].items():
+                for key, values in stats.items():
+                    out.tasks[task][key] += values
+            out.counters.update(other["counters"])
+        return out
+
+    def row(self, seconds: float) -> dict[str, Any]:
+        """The statistics part of a metrics row: reward (mean, std), completion length, tokens/s, per-task means
+        ``tasks/<task>/<key>`` and ``counters/<event>``."""
+        n = len(self.rewards)
+        mean = sum(self.rewards) / n if n else float("nan")
+        std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / (n - 1)) if n > 1 else 0.0
+        tokens = sum(self.lengths)
+        row: dict[str, Any] = {
+            "reward": mean, "reward_std": std,
+            "completion_length": tokens / len(self.lengths) if self.lengths else float("nan"),
+            "step_time_s": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        }  # fmt: skip
+        for task, stats in sorted(self.tasks.items()):
+            for key, values in stats.items():
+                row[f"tasks/{task}/{key}"] = sum(values) / len(values)
+        row.update({f"counters/{key}": count for key, count in sorted(self.counters.items())})
+        return row
+
+
+def write_completions(path: Path, rows: list[dict[str, Any]], dist: Distributed) -> None:
+    """Append every rank's completion rows (in rank order) to ``path`` (completions.jsonl), from the main process.
+    Collective: every rank calls it."""
+    everyone = dist.gather_objects(rows)
+    if not dist.is_main:
+        return
+    with Path(path).open("a", encoding="utf-8") as f:
+        for part in everyone:
+            for row in part:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 class MetricsLogger:

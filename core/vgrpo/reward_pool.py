@@ -1,8 +1,10 @@
 """Rewards in worker processes, each call under a time limit, so a hanging reward cannot stall training.
 
 Each call (one task's completions of a step) goes to a worker process; calls of different tasks run in
-parallel on different workers. A call that outlives ``timeout_s`` kills its worker: every item of the call
-scores each reward's minimum and is counted as ``<reward>/timeout``; a fresh worker starts on the next call.
+parallel on different workers. A call that fails (it outlives ``timeout_s`` and its worker is killed, its
+worker dies, or scoring raises) scores every item at each reward's declared minimum, the task's rewards and
+the weighted plugin rewards alike, and is counted as ``<reward>/timeout``, ``/crash`` or ``/error``; a fresh
+worker starts on the next call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from vgrpo.errors import VgrpoError
+from vgrpo.rewards import Reward
 from vgrpo.scoring import Score
 from vgrpo.task import Sample, Task, TaskParams
 
@@ -44,8 +47,10 @@ class _Worker:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vgrpo.reward_worker", str(child_in), str(child_out)],
-                pass_fds=(child_in, child_out), stdin=subprocess.DEVNULL, env=env,
-            )  # fmt: skip
+                pass_fds=(child_in, child_out),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         finally:
             os.close(child_in)
             os.close(child_out)
@@ -58,20 +63,32 @@ class _Worker:
             self.inbox.recv()
         except (EOFError, OSError):
             code = self.stop()
-            raise VgrpoError(f"the reward worker exited with code {code} while starting (see its stderr)") from None
+            message = f"the reward worker exited with code {code} while starting (see its stderr)"
+            raise VgrpoError(message) from None
 
-    def call(self, request: dict[str, Any], timeout_s: float) -> tuple[Any, ...] | None:
-        """The worker's reply, or None when it did not answer in time (the worker is then killed)."""
+    def call(self, request: dict[str, Any], timeout_s: float) -> tuple[Any, ...]:
+        """The reply: ``("ok", scores, failures)`` or ``("error", message, failures)`` from the worker, or
+        ``("timeout", message)`` when it did not answer in time, ``("crash", message)`` when it died; either
+        way the worker is stopped and the next call starts a fresh one."""
         self.ensure()
         assert self.outbox is not None and self.inbox is not None
         try:
             self.outbox.send(request)
             if self.inbox.poll(timeout_s):
                 return self.inbox.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            log.warning("the reward worker died; restarting it")
+        except (EOFError, OSError):  # the pipe closed under us: the worker died mid-call
+            return ("crash", f"the reward worker died (exit code {self._reap()})")
         self.stop()
-        return None
+        return ("timeout", f"{timeout_s:g} s time limit")
+
+    def _reap(self) -> int | None:
+        """Stop a worker that closed its pipe, first letting it exit by itself (so its exit code shows)."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.stop()
 
     def stop(self) -> int | None:
         proc, self.proc = self.proc, None
@@ -87,7 +104,7 @@ class _Worker:
 
 
 class RewardPool:
-    """``workers`` reward processes; :meth:`score` has the signature of :func:`vgrpo.score` plus a time limit."""
+    """``workers`` reward processes; :meth:`score` takes :func:`vgrpo.score`'s arguments, time-limited."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 60.0) -> None:
         if workers < 1:
@@ -105,45 +122,91 @@ class RewardPool:
         params: TaskParams,
         weights: Mapping[str, float],
         *,
+        plugin_rewards: Mapping[str, Reward] | None = None,
         failures: Counter[str] | None = None,
     ) -> list[Score]:
-        """Score one task's completions in a worker; past the time limit every item scores the minimum."""
+        """Score one task's completions in a worker; when the call fails every item scores the minimum.
+
+        ``plugin_rewards`` (the caller's ``registry.rewards``) gives only the minima of the weighted plugin
+        rewards of a failed call: the worker computes rewards with the plugins of its own registry.
+        """
         with self._lock:
             worker = self._free.pop()
         try:
-            request = {"task": task.name, "completions": list(completions), "samples": list(samples),
-                       "params": params.model_dump(), "weights": dict(weights)}  # fmt: skip
+            request = {
+                "task": task.name,
+                "completions": list(completions),
+                "samples": list(samples),
+                "params": params.model_dump(),
+                "weights": dict(weights),
+            }
             reply = worker.call(request, self.timeout_s)
         finally:
             with self._lock:
                 self._free.append(worker)
-        if reply is not None and reply[0] == "ok":
+        reason, detail = reply[0], reply[1]
+        if reason == "ok":
             if failures is not None:
                 failures.update(reply[2])
-            return reply[1]
-        reason = "timeout" if reply is None else "error"
-        message = f"{self.timeout_s:g} s time limit" if reply is None else reply[1]
-        log.warning("task %s: reward call failed (%s: %s); its %d completions score the minimum",
-                    task.name, reason, message, len(completions))  # fmt: skip
-        return self._minimum(task, completions, weights, reason, message, failures)
+            return detail
+        log.warning(
+            "task %s: reward call failed (%s: %s); its %d completions score each reward's minimum",
+            task.name,
+            reason,
+            detail,
+            len(completions),
+        )
+        minima = _minima(task, weights, plugin_rewards)
+        return _minimum_scores(minima, weights, len(completions), f"{reason}: {detail}", reason, failures)
 
-    def score_many(self, calls: Sequence[dict[str, Any]], failures: Counter[str] | None = None) -> list[list[Score]]:
-        """Several :meth:`score` calls (keyword dicts) in parallel, results in order."""
+    def score_many(
+        self, calls: Sequence[Mapping[str, Any]], failures: Counter[str] | None = None
+    ) -> list[list[Score]]:
+        """Several :meth:`score` calls (keyword dicts, ``plugin_rewards`` included) in parallel, in order."""
         futures = [self._threads.submit(self.score, **call, failures=failures) for call in calls]
         return [f.result() for f in futures]
-
-    @staticmethod
-    def _minimum(task: Task, completions: Sequence[str], weights: Mapping[str, float], reason: str, message: str,
-                 failures: Counter[str] | None) -> list[Score]:  # fmt: skip
-        rewards = {r.name: r.minimum for r in task.rewards}
-        total = float(sum(w * rewards.get(name, 0.0) for name, w in weights.items()))
-        if failures is not None:
-            for name in rewards:
-                failures[f"{name}/{reason}"] += len(completions)
-        return [Score(parsed=None, rewards=dict(rewards), reward=total, errors=[f"{reason}: {message}"])
-                for _ in completions]  # fmt: skip
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         for worker in self._free:
             worker.stop()
+
+
+def _minima(
+    task: Task, weights: Mapping[str, float], plugin_rewards: Mapping[str, Reward] | None
+) -> dict[str, float]:
+    """Each reward's declared minimum: every task reward (all are reported) and each weighted plugin reward.
+
+    A weighted name that neither the task nor ``plugin_rewards`` knows has no known minimum: it is left out
+    (weighing nothing) with a warning, since the caller did not say which plugin reward it is.
+    """
+    minima = {r.name: r.minimum for r in task.rewards}
+    for name in weights:
+        if name in minima:
+            continue
+        if plugin_rewards is not None and name in plugin_rewards:
+            minima[name] = plugin_rewards[name].minimum
+        else:
+            log.warning(
+                "task %s: weighted reward %r is not a task reward and no plugin_rewards name it; "
+                "its minimum is unknown, so it weighs nothing in this failed call",
+                task.name,
+                name,
+            )
+    return minima
+
+
+def _minimum_scores(
+    minima: Mapping[str, float],
+    weights: Mapping[str, float],
+    n: int,
+    error: str,
+    reason: str,
+    failures: Counter[str] | None,
+) -> list[Score]:
+    """``n`` scores of a failed call: each reward at its minimum, their weighted total; failures counted."""
+    total = float(sum(w * minima[name] for name, w in weights.items() if name in minima))
+    if failures is not None:
+        for name in minima:
+            failures[f"{name}/{reason}"] += n
+    return [Score(parsed=None, rewards=dict(minima), reward=total, errors=[error]) for _ in range(n)]

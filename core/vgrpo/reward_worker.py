@@ -1,7 +1,9 @@
 """The reward worker process: scores batches for the trainer (see :mod:`vgrpo.reward_pool`).
 
-Started as ``python -m vgrpo.reward_worker IN_FD OUT_FD``; it loads the installed plugins itself, answers
-("ready", pid), then one reply per request until its inbox closes. It exits when its parent dies.
+Started as ``python -m vgrpo.reward_worker IN_FD OUT_FD``; it loads the installed plugins itself (the
+weighted plugin rewards of a request are looked up in its own registry: Reward objects are not sent), answers
+("ready", pid), then one reply per request, ``("ok", scores, failures)`` or ``("error", message, failures)``,
+until its inbox closes. It exits when its parent dies.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 
 def exit_with_parent(parent: int) -> None:
-    """Exit when the parent process dies (checked each second; a C-level operation delays it until it ends)."""
+    """Exit when the parent dies (checked each second; a running C-level call delays it to its end)."""
 
     def watch() -> None:
         while True:
@@ -41,8 +43,15 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         failures: Counter[str] = Counter()
         try:
             task = registry.task(request["task"])
-            results = score(task, request["completions"], request["samples"], request["params"], request["weights"],
-                            plugin_rewards=registry.rewards, failures=failures)  # fmt: skip
+            results = score(
+                task,
+                request["completions"],
+                request["samples"],
+                request["params"],
+                request["weights"],
+                plugin_rewards=registry.rewards,
+                failures=failures,
+            )
             outbox.send(("ok", results, failures))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the minimum
             outbox.send(("error", f"{type(exc).__name__}: {exc}", failures))

@@ -1,11 +1,12 @@
 """Rollout: sample G completions per prompt, and the per-token log-probs of completions under a model.
 
-Prompts are repeated G times before encoding (as TRL does), so the same left-padded inputs serve
-generation and every later forward pass (policy, old policy, reference).
+The encoded prompts (:func:`vgrpo.prompts.encode_prompts`) hold each prompt's row G times, so the same
+left-padded inputs serve generation and every later forward pass (policy, old policy, reference).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +69,14 @@ def visual_token_ids(model: Any) -> list[int]:
     config = model.config
     ids = {getattr(config, key) for key in VISUAL_TOKEN_KEYS if isinstance(getattr(config, key, None), int)}
     return sorted(ids)
+
+
+def row_seed(*parts: object) -> int:
+    """The sampling seed of one completion, a function of what names it only: the run seed, the step and its
+    place in the global batch in training; the seed, task, record id and sample index in evaluation. A row
+    therefore samples the same completion whatever batch or process it lands in."""
+    digest = hashlib.blake2b(":".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class SeededSampling:
@@ -183,7 +192,7 @@ def completion_hidden(model: Any, adapter: ModelAdapter, rollout: Rollout) -> tu
     full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
     hidden = adapter.hidden_states(model, full)
     prompt_len = rollout.inputs["input_ids"].size(1)
-    return hidden[:, prompt_len - 1 : -1, :], adapter.output_layer(model)  # position t predicts token t + 1
+    return hidden[:, prompt_len - 1 : -1, :], adapter.lm_head(model)  # position t predicts token t + 1
 
 
 def completion_logprobs(

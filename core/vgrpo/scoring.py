@@ -1,4 +1,5 @@
-"""Scoring completions: parse, run every reward with a safety net, weight and sum.
+"""Scoring completions: parse, run every reward with a safety net, weight and sum — for one task's batch
+(:func:`score`) or a whole rollout of a task mixture (:func:`score_rollout`).
 
 A reward that raises, returns a non-finite value or a :class:`~vgrpo.rewards.RewardFailure` scores its
 minimum for that item and the failure is counted; values outside the declared range are clipped and counted.
@@ -12,11 +13,16 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vgrpo.errors import ParamsError
+from vgrpo.metrics import StepStats
 from vgrpo.rewards import Reward, RewardFailure
 from vgrpo.task import Sample, Task, TaskParams
+
+if TYPE_CHECKING:
+    from vgrpo.mixture import MixtureEntry
+    from vgrpo.reward_pool import RewardPool
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +146,61 @@ def score(
         total = float(sum(weight * values[name] for name, weight in w.items()))
         out.append(Score(parsed=parsed[i], rewards=values, reward=total, errors=errors[i]))
     return out
+
+
+@dataclass
+class RolloutScores:
+    """A rollout's weighted rewards (one per row) and its per-completion statistics."""
+
+    rewards: list[float]
+    stats: StepStats
+
+
+def score_rollout(
+    entries: Sequence[MixtureEntry],
+    entry_of_row: Sequence[int],
+    completions: Sequence[str],
+    samples: Sequence[Sample],
+    lengths: Sequence[float],
+    *,
+    plugin_rewards: Mapping[str, Reward] | None = None,
+    pool: RewardPool | None = None,
+    failures: Counter[str] | None = None,
+) -> RolloutScores:
+    """Each completion scored by its own mixture entry's task (parser, rewards, weights) — in the reward workers
+    when a pool is given — with the statistics the metrics report: reward parts, parse rate, the task's own."""
+    calls, rows_of = [], []
+    for e, entry in enumerate(entries):
+        rows = [i for i, x in enumerate(entry_of_row) if x == e]
+        if rows:
+            rows_of.append((entry, rows))
+            calls.append({"task": entry.task, "completions": [completions[i] for i in rows],
+                          "samples": [samples[i] for i in rows], "params": entry.params, "weights": entry.weights,
+                          "plugin_rewards": plugin_rewards})  # fmt: skip
+    if pool is not None:
+        results = pool.score_many(calls, failures=failures)
+    else:
+        results = [score(**call, failures=failures) for call in calls]
+    totals = [0.0] * len(completions)
+    stats = StepStats()
+    for (entry, rows), scores in zip(rows_of, results):
+        for i, r in zip(rows, scores):
+            totals[i] = r.reward
+            values = {"parse_rate": float(r.parsed is not None), **_task_stats(entry.task, r.parsed, failures),
+                      **r.rewards}  # fmt: skip
+            stats.add(entry.task.name, values, reward=r.reward, length=float(lengths[i]))
+    return RolloutScores(totals, stats)
+
+
+def _task_stats(task: Task, parsed: Any, failures: Counter[str] | None) -> dict[str, float]:
+    """The task's own statistics of one parsed answer (optional ``Task.step_stats``); plugin code, guarded."""
+    method = getattr(task, "step_stats", None)
+    if method is None or parsed is None:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in dict(method(parsed) or {}).items()}
+    except Exception as exc:  # noqa: BLE001 - a plugin's statistics never stop a run
+        if failures is not None:
+            failures[f"{task.name}/step_stats/error"] += 1
+        log.debug("task %s: step_stats raised %s", task.name, exc)
+        return {}

@@ -191,13 +191,13 @@ def trl_trainer(
     from transformers import AutoModelForImageTextToText, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from vgrpo.models.adapters import ModelAdapter
     from vgrpo.models.tiny import load_image_only_processor
     from vgrpo.rollout import visual_token_ids
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    for name, param in model.named_parameters():  # vgrpo's freeze_vision rule
-        if "visual" in name or "vision" in name:
-            param.requires_grad_(False)
+    for _, param in ModelAdapter().vision_parameters(model):  # vgrpo's freeze_vision rule
+        param.requires_grad_(False)
     processor = load_image_only_processor(model_dir)  # AutoProcessor gives a bare tokenizer without torchvision
     processor.tokenizer.padding_side = "left"  # as TRL sets when it loads the processor itself (prompts left-padded)
     generation_kwargs: dict[str, Any] = {"suppress_tokens": visual_token_ids(model)}

@@ -10,32 +10,60 @@ be computed by the fused kernels without materialising logits. Adapters are regi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
+from vgrpo.errors import ParamsError, UnknownNameError
 from vgrpo.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
+#: What names a vision-tower parameter (Qwen-VL: ``visual``; most other families: ``vision_...``).
+VISION_NAME = re.compile(r"visual|vision")
+#: Models prepared with ``every_rank_runs_vision`` (see :meth:`ModelAdapter.prepare`).
+_VISION_EVERY_FORWARD: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class ModelAdapter:
-    """How vgrpo drives one family of image-text-to-text models (the generic fallback as it stands)."""
+    """How vgrpo drives one family of image-text-to-text models; this base class is the generic fallback.
+
+    The public contract (pinned by ``tests/test_adapter_contract.py``): :meth:`model_type`, :meth:`handles`, :meth:`load`,
+    :meth:`encode`, :meth:`input_sizes`, :meth:`hidden_states`, :meth:`lm_head`, :meth:`vision_parameters`,
+    :meth:`prepare`, :meth:`runs_vision_every_forward` and the class attributes ``name``, ``model_types`` and ``default_coords``. A subclass
+    overrides what its family does differently; every method has a working default.
+    """
 
     name: ClassVar[str] = "generic"
     #: ``config.model_type`` values this adapter handles; the generic adapter handles any.
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: The box convention the family was trained with (a task's ``coords`` default).
+    #: The box convention the family was trained with: a task param ``coords`` defaults to it when the config
+    #: sets none (``abs``: pixels of the model input, ``norm1000``: 0–1000, ``norm1``: 0–1).
     default_coords: ClassVar[str] = "abs"
 
+    @staticmethod
+    def model_type(source: str) -> str:
+        """``config.model_type`` of a local folder or hub id, read from its config only (``tiny``: qwen2_5_vl)."""
+        if source == TINY:
+            return "qwen2_5_vl"
+        from transformers import AutoConfig
+
+        try:
+            return str(AutoConfig.from_pretrained(source).model_type)
+        except (OSError, ValueError) as exc:
+            raise ParamsError(f"model {source!r}: cannot read its config.json ({exc})") from None
+
     def handles(self, model_type: str) -> bool:
+        """True when this adapter drives models of ``model_type``."""
         return model_type in self.model_types
 
     # -- loading -----------------------------------------------------------------------------------------
     def processor_kwargs(self, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
+        """Keyword arguments for ``AutoProcessor.from_pretrained`` (image size bounds, where the family has them)."""
         return {}
 
     def load(
@@ -70,10 +98,41 @@ class ModelAdapter:
     def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
         raise cause
 
+    def prepare(self, model: Any, *, every_rank_runs_vision: bool = False) -> None:
+        """Set ``model`` up for a run. ``every_rank_runs_vision``: every forward runs the vision tower, also on a
+        batch without images (several processes under ZeRO-3, where each module's forward is a collective)."""
+        if every_rank_runs_vision:
+            _VISION_EVERY_FORWARD.add(model)
+        else:
+            _VISION_EVERY_FORWARD.discard(model)
+
+    def runs_vision_every_forward(self, model: Any) -> bool:
+        """True when ``model`` was prepared with ``every_rank_runs_vision`` (read it in :meth:`hidden_states`)."""
+        return model in _VISION_EVERY_FORWARD
+
+    def vision_parameters(self, model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+        """The vision tower's (name, parameter) pairs: what ``model.freeze_vision`` freezes and LoRA leaves alone."""
+        return [(n, p) for n, p in model.named_parameters() if VISION_NAME.search(n)]
+
     # -- inputs ------------------------------------------------------------------------------------------
-    def encode(self, processor: Any, messages: Sequence[list[dict[str, Any]]], images: Sequence[list[Any]]) -> Any:
-        """Left-padded model inputs for a batch of chat prompts (each with its PIL images)."""
-        texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+    def encode(
+        self,
+        processor: Any,
+        prompts: Sequence[list[dict[str, Any]]],
+        images: Sequence[list[Any]],
+        *,
+        group_size: int | Sequence[int] = 1,
+    ) -> Any:
+        """Left-padded model inputs for chat prompts (each with its PIL images), each prompt's row repeated
+        ``group_size`` times (an int for all, or one count per prompt): the G rows of a GRPO group."""
+        counts = _counts(group_size, len(prompts))
+        rows = [m for m, n in zip(prompts, counts) for _ in range(n)]
+        row_images = [i for i, n in zip(images, counts) for _ in range(n)]
+        return self._encode_rows(processor, rows, row_images)
+
+    def _encode_rows(self, processor: Any, prompts: Sequence[Any], images: Sequence[list[Any]]) -> Any:
+        """One row per prompt, through the processor's chat template."""
+        texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
         flat = [img for imgs in images for img in imgs]
         processor.tokenizer.padding_side = "left"
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
@@ -82,12 +141,17 @@ class ModelAdapter:
         return processor(**kwargs)
 
     def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
-        """Size (w, h) of each sample's first image as the model saw it; ``None`` when unknown or imageless."""
+        """Size (w, h) of each row's first image as the model saw it (``images``: one list per row of ``inputs``);
+        ``None`` when unknown or imageless. REC rewards rescale ``abs`` boxes with it."""
         return [(float(imgs[0].width), float(imgs[0].height)) if imgs else None for imgs in images]
 
     # -- log-prob path -----------------------------------------------------------------------------------
+    def lm_head(self, model: Any) -> torch.nn.Module:
+        """The output layer (a Linear over the vocabulary) whose weight the fused log-prob kernels read."""
+        return self.output_layer(model)
+
     def output_layer(self, model: Any) -> torch.nn.Module:
-        """The lm_head (a Linear over the vocabulary)."""
+        """The earlier name of :meth:`lm_head`; adapters that override it keep working."""
         return model.get_output_embeddings()
 
     def hidden_states(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -110,17 +174,23 @@ class Qwen2VLAdapter(ModelAdapter):
     def processor_kwargs(self, min_pixels: int | None, max_pixels: int | None) -> dict[str, Any]:
         return {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
 
-    def encode(self, processor: Any, messages: Sequence[list[dict[str, Any]]], images: Sequence[list[Any]]) -> Any:
-        """Left-padded model inputs; a run of identical rows (a GRPO group: the same prompt and image objects G
-        times in a row) is encoded once and repeated, so each image is preprocessed once per group, not G times."""
-        runs = _identical_runs(messages, images)
-        if len(runs) < len(messages):
-            firsts = [start for start, _ in runs]
-            unique = super().encode(processor, [messages[i] for i in firsts], [images[i] for i in firsts])
-            repeated = _repeat_rows(unique, [n for _, n in runs], [len(images[i]) for i in firsts])
+    def encode(
+        self,
+        processor: Any,
+        prompts: Sequence[list[dict[str, Any]]],
+        images: Sequence[list[Any]],
+        *,
+        group_size: int | Sequence[int] = 1,
+    ) -> Any:
+        """As :meth:`ModelAdapter.encode`; each prompt and its images are preprocessed once and the rows repeated,
+        not preprocessed ``group_size`` times."""
+        counts = _counts(group_size, len(prompts))
+        if any(n > 1 for n in counts):
+            unique = self._encode_rows(processor, prompts, images)
+            repeated = _repeat_rows(unique, counts, [len(i) for i in images])
             if repeated is not None:
                 return repeated
-        return super().encode(processor, messages, images)
+        return super().encode(processor, prompts, images, group_size=counts)
 
     def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
         grids = inputs.get("image_grid_thw")
@@ -137,10 +207,10 @@ class Qwen2VLAdapter(ModelAdapter):
         return out
 
     def hidden_states(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        """Final hidden states; with ``model.vgrpo_vision_every_forward`` set (ZeRO-3 on several processes) a batch
-        without images still runs the vision tower once on a blank patch grid, weighted 0: under ZeRO-3 every
-        module's forward is a collective, and a rank that skipped it would leave the others waiting."""
-        if not getattr(model, "vgrpo_vision_every_forward", False) or inputs.get("pixel_values") is not None:
+        """Final hidden states; for a model prepared with ``every_rank_runs_vision`` (ZeRO-3 on several processes)
+        a batch without images still runs the vision tower once on a blank patch grid, weighted 0: under ZeRO-3
+        every module's forward is a collective, and a rank that skipped it would leave the others waiting."""
+        if not self.runs_vision_every_forward(model) or inputs.get("pixel_values") is not None:
             return super().hidden_states(model, inputs)
 
         def after_embedding(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
@@ -205,15 +275,12 @@ def _tensor_sum(out: Any) -> torch.Tensor:
     return torch.zeros(())
 
 
-def _identical_runs(messages: Sequence[Any], images: Sequence[Any]) -> list[tuple[int, int]]:
-    """(start, length) of each run of rows that are the very same message and image-list objects."""
-    runs: list[tuple[int, int]] = []
-    for i in range(len(messages)):
-        if runs and messages[i] is messages[i - 1] and images[i] is images[i - 1]:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((i, 1))
-    return runs
+def _counts(group_size: int | Sequence[int], n_prompts: int) -> list[int]:
+    """Rows per prompt: ``group_size`` for each, or the given per-prompt counts."""
+    counts = [group_size] * n_prompts if isinstance(group_size, int) else [int(n) for n in group_size]
+    if len(counts) != n_prompts or any(n < 1 for n in counts):
+        raise ValueError(f"group_size: expected an int >= 1 or {n_prompts} counts >= 1, got {group_size!r}")
+    return counts
 
 
 def _repeat_rows(inputs: Any, counts: list[int], n_images: list[int]) -> Any:
@@ -242,16 +309,26 @@ def _repeat_rows(inputs: Any, counts: list[int], n_images: list[int]) -> Any:
 BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (Qwen2VLAdapter(), Qwen25VLAdapter(), Qwen3VLAdapter(), ModelAdapter())
 
 
-def select_adapter(adapters: dict[str, ModelAdapter], name: str, model_type: str) -> ModelAdapter:
+def select_adapter(adapters: Mapping[str, ModelAdapter], name: str, model_type: str) -> ModelAdapter:
     """The adapter called ``name``, or with ``auto`` the first that handles ``model_type`` (else generic)."""
     if name != "auto":
         if name not in adapters:
-            raise KeyError(f"unknown model adapter {name!r}; installed: {sorted(adapters)}")
+            raise UnknownNameError(f"unknown model adapter {name!r} (model.adapter); installed: {sorted(adapters)}")
         return adapters[name]
-    for adapter in adapters.values():
-        if adapter.model_types and adapter.handles(model_type):
-            return adapter
-    return adapters.get("generic", ModelAdapter())
+    candidates = [a for a in adapters.values() if a.handles(model_type)]
+    if not candidates:
+        return adapters.get("generic", ModelAdapter())
+    builtin = {a.name for a in BUILTIN_ADAPTERS}
+    chosen = next((a for a in candidates if a.name not in builtin), candidates[0])  # a plugin's is more specific
+    if len(candidates) > 1:
+        log.warning("model type %s: adapters %s all handle it; using %r (set model.adapter to choose)",
+                    model_type, [a.name for a in candidates], chosen.name)  # fmt: skip
+    return chosen
+
+
+def adapter_for(adapters: Mapping[str, ModelAdapter], name: str, source: str) -> ModelAdapter:
+    """The adapter for the model at ``source`` (``name`` as in :func:`select_adapter`); reads only its config."""
+    return select_adapter(adapters, name, "" if name != "auto" else ModelAdapter.model_type(source))
 
 
 @hookimpl

@@ -97,16 +97,41 @@ def build_config(tokenizer: Any) -> Any:
     )  # fmt: skip
 
 
-def build_tiny(seed: int = 0) -> tuple[Any, Any]:
-    """(model, processor): a random-initialised tiny Qwen2.5-VL, deterministic for a seed."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+def build_qwen2_vl_config(tokenizer: Any) -> Any:
+    """The tiny model's sizes in Qwen2-VL's architecture (its vision tower has no window attention)."""
+    from transformers import Qwen2VLConfig
 
+    base = build_config(tokenizer).to_dict()
+    return Qwen2VLConfig(
+        text_config={k: v for k, v in base["text_config"].items() if not k.startswith("_") and k != "model_type"},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        **{k: base[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+                                "bos_token_id", "eos_token_id", "pad_token_id")},
+    )  # fmt: skip
+
+
+#: Families the tiny model can be built in: ``config.model_type`` → (config builder, model class name).
+FAMILIES = {
+    "qwen2_5_vl": (build_config, "Qwen2_5_VLForConditionalGeneration"),
+    "qwen2_vl": (build_qwen2_vl_config, "Qwen2VLForConditionalGeneration"),
+}
+
+
+def build_tiny(seed: int = 0, family: str = "qwen2_5_vl") -> tuple[Any, Any]:
+    """(model, processor): a random-initialised tiny model, deterministic for a seed; ``family`` names the
+    architecture (``qwen2_5_vl``, the embedded default, or ``qwen2_vl``)."""
+    import transformers
+
+    if family not in FAMILIES:
+        raise ValueError(f"tiny model family: expected one of {sorted(FAMILIES)}, got {family!r}")
+    make_config, class_name = FAMILIES[family]
     processor = build_processor()
-    config = build_config(processor.tokenizer)
+    config = make_config(processor.tokenizer)
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = getattr(transformers, class_name)(config)
     finally:
         torch.random.set_rng_state(state)
     model.generation_config.eos_token_id = config.eos_token_id
@@ -114,9 +139,10 @@ def build_tiny(seed: int = 0) -> tuple[Any, Any]:
     return model, processor
 
 
-def save_tiny(path: str | Path, seed: int = 0) -> Path:
-    """Write the tiny model and its processor as a normal Hugging Face checkpoint folder."""
-    model, processor = build_tiny(seed)
+def save_tiny(path: str | Path, seed: int = 0, family: str = "qwen2_5_vl") -> Path:
+    """Write the tiny model (of ``family``, see :func:`build_tiny`) and its processor as a normal Hugging Face
+    checkpoint folder."""
+    model, processor = build_tiny(seed, family)
     path = Path(path)
     model.save_pretrained(path)
     processor.save_pretrained(path)
