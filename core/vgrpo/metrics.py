@@ -9,6 +9,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,11 @@ class StepStats:
     lengths: list[float] = field(default_factory=list)
     tasks: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     counters: Counter[str] = field(default_factory=Counter)
+    """The run's event totals (skipped samples, non-finite steps, plugin failures), summed over ranks."""
+    failures: Counter[str] = field(default_factory=Counter)
+    """This step's plugin failures by ``<task>/<parse|reward name|step_stats>/<kind>``."""
+    first_errors: dict[str, str] = field(default_factory=dict)
+    """An error message for each key of ``failures``: what the console shows the first time it happens."""
 
     def add(self, task: str, values: dict[str, float], *, reward: float, length: float) -> None:
         """One completion of ``task``: its total reward, its length in tokens and its named statistics."""
@@ -46,11 +52,13 @@ class StepStats:
         for task, stats in other.tasks.items():
             for key, values in stats.items():
                 self.tasks[task][key] += values
+        self.failures.update(other.failures)
+        self.first_errors = {**other.first_errors, **self.first_errors}
 
     def reduce(self, dist: Distributed, counters: Counter[str] | None = None) -> StepStats:
         """Every rank's completions in rank order, with ``counters`` (each rank's own) summed over ranks."""
-        part = {"rewards": self.rewards, "lengths": self.lengths,
-                "tasks": {t: dict(s) for t, s in self.tasks.items()}, "counters": dict(counters or {})}  # fmt: skip
+        part = {"rewards": self.rewards, "lengths": self.lengths, "tasks": {t: dict(s) for t, s in self.tasks.items()},
+                "counters": dict(counters or {}), "failures": dict(self.failures), "first_errors": self.first_errors}
         out = StepStats()
         for other in dist.gather_objects(part):
             out.rewards += other["rewards"]
@@ -59,11 +67,13 @@ class StepStats:
                 for key, values in stats.items():
                     out.tasks[task][key] += values
             out.counters.update(other["counters"])
+            out.failures.update(other["failures"])
+            out.first_errors = {**other["first_errors"], **out.first_errors}
         return out
 
     def row(self, seconds: float) -> dict[str, Any]:
         """The statistics part of a metrics row: reward (mean, std), completion length, tokens/s, per-task means
-        ``tasks/<task>/<key>`` and ``counters/<event>``."""
+        ``tasks/<task>/<key>``, the run totals ``counters/<event>`` and this step's ``step_counters/<event>``."""
         n = len(self.rewards)
         mean = sum(self.rewards) / n if n else float("nan")
         std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / (n - 1)) if n > 1 else 0.0
@@ -77,7 +87,25 @@ class StepStats:
             for key, values in stats.items():
                 row[f"tasks/{task}/{key}"] = sum(values) / len(values)
         row.update({f"counters/{key}": count for key, count in sorted(self.counters.items())})
+        row.update({f"step_counters/{key}": count for key, count in sorted(self.failures.items())})
         return row
+
+    def report(self, seen: set[str], owner: Callable[[str], str]) -> None:
+        """Log the first occurrence of each plugin failure (``seen``: the keys already reported) with the plugin
+        (``owner(task)``) and the error, and a warning when a task parsed nothing this step while its parser
+        raised."""
+        for key in sorted(self.failures):
+            if key not in seen:
+                seen.add(key)
+                task = key.split("/", 1)[0]
+                log.warning("task %s (%s): %s — first occurrence this run (%d this step; counted under counters/%s)",
+                            task, owner(task), self.first_errors.get(key, key), self.failures[key], key)  # fmt: skip
+        for task, stats in sorted(self.tasks.items()):
+            rate = stats.get("parse_rate", [])
+            if rate and max(rate) == 0.0 and self.failures.get(f"{task}/parse/error") and f"{task}/parse=0" not in seen:
+                seen.add(f"{task}/parse=0")
+                log.warning("task %s (%s): no completion parsed this step and its parser raised on %d: check its "
+                            "parse()", task, owner(task), self.failures[f"{task}/parse/error"])  # fmt: skip
 
 
 def write_completions(path: Path, rows: list[dict[str, Any]], dist: Distributed) -> None:

@@ -162,8 +162,9 @@ class RewardPool:
     def score_many(
         self, calls: Sequence[Mapping[str, Any]], failures: Counter[str] | None = None
     ) -> list[list[Score]]:
-        """Several :meth:`score` calls (keyword dicts, ``plugin_rewards`` included) in parallel, in order."""
-        futures = [self._threads.submit(self.score, **call, failures=failures) for call in calls]
+        """Several :meth:`score` calls (keyword dicts, ``plugin_rewards`` included) in parallel, in order; a call
+        that carries its own ``failures`` counter counts there instead of in ``failures``."""
+        futures = [self._threads.submit(self.score, **{"failures": failures, **call}) for call in calls]
         return [f.result() for f in futures]
 
     def close(self) -> None:

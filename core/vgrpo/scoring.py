@@ -117,7 +117,8 @@ def score(
     """Parse and reward a batch of completions for one task.
 
     Every task reward is computed (for reporting); plugin rewards are computed when weighted. The total
-    is the weighted sum. ``failures`` (if given) counts reward failures by ``<reward>/<kind>``.
+    is the weighted sum. ``failures`` (if given) counts reward failures by ``<reward>/<kind>`` and parsers that
+    raise as ``parse/error``.
     """
     if len(completions) != len(samples):
         raise ValueError(f"{len(completions)} completions but {len(samples)} samples")
@@ -131,6 +132,8 @@ def score(
         p, e = safe_parse(task, c, params)
         parsed.append(p)
         errors.append([e] if e else [])
+        if e and failures is not None:
+            failures["parse/error"] += 1
     table: dict[str, list[float]] = {}
     for r in rewards:
         values, errs = apply_reward(r, parsed, samples, params, completions)
@@ -176,19 +179,25 @@ def score_rollout(
             rows_of.append((entry, rows))
             calls.append({"task": entry.task, "completions": [completions[i] for i in rows],
                           "samples": [samples[i] for i in rows], "params": entry.params, "weights": entry.weights,
-                          "plugin_rewards": plugin_rewards})  # fmt: skip
+                          "plugin_rewards": plugin_rewards, "failures": Counter()})  # fmt: skip
     if pool is not None:
-        results = pool.score_many(calls, failures=failures)
+        results = pool.score_many(calls)
     else:
-        results = [score(**call, failures=failures) for call in calls]
+        results = [score(**call) for call in calls]
     totals = [0.0] * len(completions)
     stats = StepStats()
-    for (entry, rows), scores in zip(rows_of, results):
+    for (entry, rows), scores, call in zip(rows_of, results, calls):
+        task_failures: Counter[str] = call["failures"]
         for i, r in zip(rows, scores):
             totals[i] = r.reward
-            values = {"parse_rate": float(r.parsed is not None), **_task_stats(entry.task, r.parsed, failures),
+            values = {"parse_rate": float(r.parsed is not None), **_task_stats(entry.task, r.parsed, task_failures),
                       **r.rewards}  # fmt: skip
             stats.add(entry.task.name, values, reward=r.reward, length=float(lengths[i]))
+        for key, n in task_failures.items():  # every failure named by its task: <task>/<parse|reward>/<kind>
+            stats.failures[f"{entry.task.name}/{key}"] += n
+            if failures is not None:
+                failures[f"{entry.task.name}/{key}"] += n
+        stats.first_errors.update(_first_errors(entry.task.name, task_failures, scores))
     return RolloutScores(totals, stats)
 
 
@@ -201,6 +210,20 @@ def _task_stats(task: Task, parsed: Any, failures: Counter[str] | None) -> dict[
         return {str(k): float(v) for k, v in dict(method(parsed) or {}).items()}
     except Exception as exc:  # noqa: BLE001 - a plugin's statistics never stop a run
         if failures is not None:
-            failures[f"{task.name}/step_stats/error"] += 1
+            failures["step_stats/error"] += 1
         log.debug("task %s: step_stats raised %s", task.name, exc)
         return {}
+
+
+def _first_errors(task: str, failures: Counter[str], scores: Sequence[Score]) -> dict[str, str]:
+    """For each failure key of a call (``parse/error``, ``<reward>/<kind>``), the first error message that
+    explains it, under ``<task>/<key>``."""
+    found = {}
+    for key in failures:
+        what = key.split("/", 1)[0]
+        marker = "parse" if what in ("parse", "step_stats") else f"{what!r}"
+        message = next((e for s in scores for e in s.errors if marker in e), None)
+        if message is None:  # a whole failed call: every row carries its cause
+            message = next((e for s in scores for e in s.errors), "")
+        found[f"{task}/{key}"] = message
+    return found

@@ -90,6 +90,7 @@ class Trainer:
         self._is_set_up = False
         self._stop_requested = False
         self._nonfinite = 0
+        self._reported: set[str] = set()  # plugin failures already shown on the console
 
     # -- setup -----------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -281,12 +282,20 @@ class Trainer:
             return self._nonfinite_step()
         self._nonfinite = 0
         reduced = stats.reduce(dist, self.counters)
+        if dist.is_main:
+            reduced.report(self._reported, self._plugin_of)
         return {
             "step": self.step, "loss": dist.mean(sum(losses)),
             "kl": dist.sum(sum(x for x, _ in kls)) / max(dist.sum(sum(w for _, w in kls)), 1.0),
             "clip_ratio": dist.sum(sum(x for x, _ in clips)) / max(dist.sum(sum(w for _, w in clips)), 1.0),
             "grad_norm": grad_norm, "lr": lr, **reduced.row(time.perf_counter() - start),
         }  # fmt: skip
+
+    def _plugin_of(self, task: str) -> str:
+        try:
+            return "plugin {} {}".format(*self.registry.owner("task", task))
+        except KeyError:
+            return "plugin unknown"
 
     def _nonfinite_step(self) -> dict[str, Any]:
         assert self.dist is not None
