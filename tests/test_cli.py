@@ -67,7 +67,10 @@ def test_score_input_errors_exit_2_with_a_clear_message(capsys, monkeypatch, arg
     "args, expected",
     [
         (["--samples", "0"], "--samples: must be >= 1, got 0"),
-        (["--samples", "2", "--k", "1,,2"], "--k: empty item in '1,,2': expected numbers separated by commas"),
+        (
+            ["--samples", "2", "--k", "1,,2"],
+            "--k: empty item in '1,,2': expected numbers separated by commas",
+        ),
         (["--samples", "2", "--k", "1,"], "--k: empty item in '1,': expected numbers separated by commas"),
         (["--samples", "2", "--k", "1,x"], "--k: input should be a valid integer, unable to parse string"),
         (["--samples", "2", "--k", "3"], "--k: every k must be between 1 and num_samples (2), got [3]"),
@@ -161,7 +164,9 @@ def test_plugin_errors_with_markup_do_not_break_listings(fake_site, capsys):
 
 
 def test_weights_total_is_a_float_and_dash_reads_stdin(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"completion": "<answer>1</answer>", "solution": 1}) + "\n"))
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO(json.dumps({"completion": "<answer>1</answer>", "solution": 1}) + "\n")
+    )
     assert cli.main(["score", "count", "--weights", "{}", "-"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["reward"] == 0.0 and isinstance(row["reward"], float)
@@ -183,3 +188,69 @@ def test_train_prints_a_header_with_versions_and_every_plugin_then_where_the_res
     for plugin in ("rec", "ovd", "count", "math"):
         assert f"plugin {plugin}: vgrpo-{plugin} {version(f'vgrpo-{plugin}')}" in captured.err
     assert str(tmp_path / "run" / "metrics.jsonl") in captured.out.replace("\n", "")
+
+
+# -- exit statuses: vgrpo's own errors are one line; anything else is a bug with its traceback ---------------
+from vgrpo.errors import (  # noqa: E402
+    CheckpointError,
+    DataError,
+    NameConflictError,
+    ParamsError,
+    TrainingError,
+    UnknownNameError,
+)
+
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (ParamsError("--params: expected a JSON object"), 2),
+        (DataError("expected a box", file="d.jsonl", line=3, field="solution"), 2),
+        (UnknownNameError("unknown task 'nope'; installed: ['count']"), 2),
+        (CheckpointError("runs/x/checkpoint-5: missing optimizer.safetensors"), 1),
+        (TrainingError("the loss stayed non-finite for 3 steps"), 1),
+        (NameConflictError("task 'acme.x' is provided by acme-a and acme-b"), 1),
+    ],
+)
+def test_vgrpo_errors_are_one_error_line_with_their_exit_status(capsys, monkeypatch, exc, code):
+    def fail(registry):
+        raise exc
+
+    monkeypatch.setattr("vgrpo.env.collect_env", fail)
+    assert cli.main(["env"]) == code
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == f"error: {exc}" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("exc", [KeyError("model_type"), RuntimeError("boom"), TypeError("unhashable")])
+def test_a_bug_prints_its_traceback_and_asks_for_a_report_instead_of_posing_as_a_usage_error(
+    capsys, monkeypatch, exc
+):
+    def fail(registry):
+        raise exc
+
+    monkeypatch.setattr("vgrpo.env.collect_env", fail)
+    assert cli.main(["env"]) == cli.BUG == 3
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last)") and f"{type(exc).__name__}: " in err
+    assert "in fail" in err  # where it happened
+    last = err.strip().splitlines()[-1]
+    assert "this is a bug in vgrpo (or a plugin): please report it at" in last and "`vgrpo env`" in last
+    assert "error:" not in err
+
+
+def test_unknown_names_and_bad_input_keep_exit_2_and_a_missing_command_is_a_usage_error(capsys):
+    assert cli.main(["tasks", "show", "nope"]) == 2
+    assert "error: unknown task 'nope'" in capsys.readouterr().err
+    assert cli.main(["data", "check", "--task", "nope", "x.jsonl"]) == 2
+    convert = ["data", "convert", "--from", "vlm-r1", "x.jsonl", "-o", "y.jsonl"]
+    assert cli.main([*convert, "--task", "nope"]) == 2
+    assert "VLM-R1 records convert to tasks" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+
+
+def test_python_dash_m_vgrpo_cli_runs_the_command():
+    out = subprocess.run([sys.executable, "-m", "vgrpo.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("vgrpo ")

@@ -279,7 +279,7 @@ def test_bad_arguments_raise(workdir: Path):
     with pytest.raises(ParamsError, match="unknown format 'llava'"):
         convert_file(src, workdir / "y.jsonl", source_format="llava")
     with pytest.raises(
-        ParamsError, match=r"convert to tasks \['rec', 'ovd', 'count', 'math'\], not 'acme.qa'"
+        ParamsError, match=r"convert to tasks \['count', 'math', 'ovd', 'rec'\], not 'acme.qa'"
     ):
         convert_file(src, workdir / "y.jsonl", task="acme.qa")
     with pytest.raises(ParamsError, match="is the input file"):
@@ -335,3 +335,105 @@ def test_cli_writes_the_good_lines_and_tables_the_rest(workdir: Path, capsys, mo
     )
     assert main(["data", "convert", str(good), "-o", str(workdir / "z.jsonl")]) == 2  # --from is required
     assert "expected --from FORMAT" in capsys.readouterr().err
+
+
+# -- the tasks decide: a third party imports VLM-R1 records exactly as the built-ins do ----------------------
+from vgrpo.convert import VlmR1Record  # noqa: E402
+from vgrpo.plugins import load_plugins  # noqa: E402
+
+COLOUR_TASK = '''
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(parsed, sample):
+    """1.0 when the answer is the colour."""
+    return 1.0 if parsed == sample.solution else 0.0
+
+class Colour(vgrpo.Task):
+    name = "acme.colour"
+    description = "Name a colour."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy, vgrpo.format_reward)
+    metric_names = ("accuracy",)
+    example = {"id": "c", "question": "Which colour?", "solution": "red"}
+    example_completion = "<think>.</think><answer>red</answer>"
+
+    def parse(self, completion, params):
+        return vgrpo.extract_answer(completion)
+
+    def check_solution(self, solution):
+        if solution not in ("red", "green", "blue"):
+            raise ValueError(f"expected red, green or blue, got {solution!r}")
+        return solution
+
+    def metric(self, predictions, samples, params):
+        return {"accuracy": sum(p == s.solution for p, s in zip(predictions, samples)) / max(len(samples), 1)}
+
+    def vlm_r1_match(self, record):
+        if record.method == "colour":
+            return 1.0, "accu_reward_method 'colour'"
+        return (0.6, "a box, as the colour task sees it") if record.value == [9, 9, 9, 9] else None
+
+    def vlm_r1_question(self, record):
+        print("plugin chatter")  # never reaches vgrpo's stdout (--json stays valid)
+        return record.question.upper()
+
+    def vlm_r1_solution(self, record):
+        if not isinstance(record.answer, str):
+            raise ValueError(f"expected a colour name, got {record.quoted_answer}")
+        return record.answer.strip().lower()
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [Colour()]
+'''
+
+
+def test_a_third_party_task_converts_vlm_r1_records_like_a_built_in(fake_site, workdir: Path, capsys):
+    fake_site.add("acme-colour", source=COLOUR_TASK)
+    fake_site.task_plugin("acme-echo", "acme.echo")  # no vlm_r1_* methods: never a target
+    registry = load_plugins()
+    colour = {"accu_reward_method": "colour"}
+    lines = [
+        {"id": 1, "image": "a.png", **colour, "conversations": turns("<image>Hue?", "<answer>Red </answer>")},
+        {"id": 2, "image": "a.png", **colour, "conversations": turns("<image>Sky?", 7)},
+        {"id": 3, "image": "b.png", **colour, "conversations": turns("<image>Ink?", "Mauve")},
+        {"id": 4, "image": "b.png", "conversations": turns("<image>How many?", "2")},
+        {"id": 5, "image": "b.png", "conversations": turns("<image>Where?", "[9, 9, 9, 9]")},
+    ]
+    src = write_lines(workdir / "colour.jsonl", lines)
+    report = convert_file(src, workdir / "out.jsonl", image_root=workdir / "coco", registry=registry)
+    assert "plugin chatter" not in capsys.readouterr().out
+    assert (report.task, report.converted) == ("acme.colour", 1)
+    record = {"id": 1, "image": "coco/a.png", "question": "HUE?", "solution": "red"}
+    assert read_records(workdir / "out.jsonl") == [{**record, "image_size": [64.0, 48.0]}]
+    got = problems_by_line(report)
+    assert got[2] == [("conversations[1].value", "expected a colour name, got '7'")]
+    unknown = "expected red, green or blue, got 'mauve' (task 'acme.colour')"
+    assert got[3] == [("conversations[1].value", unknown)]
+    [(_, reason)] = got[4]
+    assert reason.startswith("looks like a count record (a whole-number answer) but the file converts as")
+    [(_, reason)] = got[5]  # two tasks equally sure: neither is picked
+    assert reason == (
+        "cannot tell the task: it looks like acme.colour (a box, as the colour task sees it) and like rec "
+        "(a box answer); pass --task (one of ['acme.colour', 'count', 'math', 'ovd', 'rec'])"
+    )
+    targets = r"convert to tasks \['acme.colour', 'count', .*\], not 'acme.echo'"
+    with pytest.raises(ParamsError, match=targets):
+        convert_file(src, workdir / "y.jsonl", task="acme.echo", registry=registry)
+
+    argv = ["data", "convert", "--from", "vlm-r1", str(src), "--image-root", str(workdir / "coco")]
+    assert main([*argv, "-o", str(workdir / "cli.jsonl"), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)  # plugin output went to stderr: stdout is one JSON document
+    assert (doc["task"], doc["converted"]) == ("acme.colour", 1)
+
+
+def test_a_task_without_the_vlm_r1_methods_converts_nothing(fake_site):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    task = load_plugins().task("acme.echo")
+    record = VlmR1Record(1, "x", (), "Say hi", "problem", "hi", "solution")
+    assert task.vlm_r1_match(record) is None and task.vlm_r1_question(record) == "Say hi"
+    with pytest.raises(NotImplementedError, match="does not convert VLM-R1 records"):
+        task.vlm_r1_solution(record)
+    assert record.value == "hi" and record.quoted_answer == "'hi'"
+    assert VlmR1Record(1, "x", (), "q", "f", '```json\n{"a": [1]}\n```', "g").value == {"a": [1]}

@@ -50,3 +50,14 @@ def test_cli_reference_is_up_to_date_and_lists_every_command():
             documented = action.help != argparse.SUPPRESS and "--help" not in action.option_strings
             if documented and action.option_strings:
                 assert f"| `{', '.join(action.option_strings)}" in text, (name, action.option_strings)
+
+
+def test_the_task_page_lists_the_built_in_distributions_tasks_whatever_else_is_installed(fake_site):
+    from vgrpo.docgen import builtin_tasks
+
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    registry = vgrpo.load_plugins()
+    assert "acme.echo" in registry.tasks
+    assert builtin_tasks(registry) == ["count", "math", "ovd", "rec"]
+    assert task_reference(registry) == REFERENCE.read_text(encoding="utf-8")
+    assert "## `acme.echo`" in task_reference(registry, ["acme.echo"])

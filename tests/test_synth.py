@@ -76,7 +76,8 @@ def test_counts_match_the_ovd_ground_truth_of_the_same_scene(dataset):
         if rec["image"] in scenes and q.startswith("how many ") and "shapes" not in q:
             label = q[len("how many ") : q.index(" are there")].rstrip("s")
             listed = scenes[rec["image"]]["question"].lower()
-            if len(label.split()) == 2 and label in listed:  # "colour kind", asked by the scene's OVD question
+            # "colour kind", asked by the scene's OVD question
+            if len(label.split()) == 2 and label in listed:
                 n = sum(o["label"] == label for o in scenes[rec["image"]]["solution"])
                 assert n == rec["solution"], (rec, scenes[rec["image"]])
 
@@ -110,7 +111,7 @@ def test_reuse_keeps_a_matching_folder_and_bad_arguments_are_refused(tmp_path):
         synthesize(tmp_path / "e", tasks=["nope"])
 
 
-# -- exact ground truth, checked against scenes.jsonl and the pixels ------------------------------------------
+# -- exact ground truth, checked against scenes.jsonl and the pixels -----------------------------------------
 from vgrpo.synth import COLOURS, SCENES, draw_scene, referring_expressions  # noqa: E402
 
 
@@ -195,3 +196,104 @@ def test_math_records_are_text_only_and_a_changed_setting_is_not_reused(tmp_path
     assert not (tmp_path / "d" / "images").exists()
     bigger = synthesize(tmp_path / "d", n_per_task=8, tasks=["math"], seed=2, reuse=True)
     assert len(_records(bigger["math"])) == 8
+
+
+# -- tasks make the records: built-ins and third parties alike -----------------------------------------------
+import random  # noqa: E402
+
+from vgrpo.synth import SynthItem, synth_tasks  # noqa: E402
+
+COLOUR_TASK = '''
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(parsed, sample):
+    """1.0 when the answer is the colour."""
+    return 1.0 if parsed == sample.solution else 0.0
+
+class Colour(vgrpo.Task):
+    name = "acme.colour"
+    description = "Name the colour of the largest shape."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy, vgrpo.format_reward)
+    metric_names = ("accuracy",)
+    example = {"id": "c", "question": "Which colour?", "solution": "red"}
+    example_completion = "<think>.</think><answer>red</answer>"
+
+    def parse(self, completion, params):
+        return vgrpo.extract_answer(completion)
+
+    def metric(self, predictions, samples, params):
+        return {"accuracy": sum(p == s.solution for p, s in zip(predictions, samples)) / max(len(samples), 1)}
+
+    def synth_record(self, item):
+        scene = item.scene
+        area = lambda s: (s.box[2] - s.box[0]) * (s.box[3] - s.box[1])
+        big = max(scene.shapes, key=lambda s: (area(s), item.rng.random()))
+        print("plugin chatter")  # never reaches vgrpo's stdout
+        question = "Which colour is the largest shape?"
+        return {"id": f"colour-{item.name}", "image": item.image, "question": question,
+                "solution": big.colour}
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [Colour()]
+'''
+
+
+def test_a_third_party_task_makes_records_from_the_shared_scenes_and_changes_no_other_file(
+    fake_site, tmp_path, capsys
+):
+    fake_site.add("acme-colour", source=COLOUR_TASK)
+    registry = vgrpo.load_plugins()
+    assert set(synth_tasks(registry)) == {"acme.colour", "count", "math", "ovd", "rec"}
+    tasks = ["count", "acme.colour"]
+    paths = synthesize(tmp_path / "d", n_per_task=6, tasks=tasks, seed=5, registry=registry)
+    assert "plugin chatter" not in capsys.readouterr().out
+    colour, count = _records(paths["acme.colour"]), _records(paths["count"])
+    assert [r["image"] for r in colour] == [r["image"] for r in count]  # one image per scene, shared
+    scenes = _scenes(tmp_path / "d")
+    for rec in colour:
+        shapes = scenes[rec["image"].removeprefix("../")]["shapes"]
+        areas = [(s["bbox_2d"][2] - s["bbox_2d"][0]) * (s["bbox_2d"][3] - s["bbox_2d"][1]) for s in shapes]
+        assert rec["solution"] in {s["colour"] for s, a in zip(shapes, areas) if a == max(areas)}
+    samples = load_jsonl(paths["acme.colour"], registry.task("acme.colour"), read_sizes=True)
+    assert len(samples) == 6 and all(s.images for s in samples)
+    alone = synthesize(tmp_path / "e", n_per_task=6, tasks=["count"], seed=5)
+    assert alone["count"].read_bytes() == paths["count"].read_bytes()
+    everything = synthesize(tmp_path / "f", n_per_task=1, n_val=0, registry=registry)
+    assert list(everything) == ["acme.colour", "count", "math", "ovd", "rec"]  # the default: every such task
+
+
+def test_a_task_without_synth_record_is_refused_and_one_returning_no_record_is_named(fake_site, tmp_path):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    method = "    def synth_record(self, item):\n"
+    bad = COLOUR_TASK.replace("acme.colour", "acme.bad")
+    bad = bad.replace(method, method + "        return [item.name]\n")
+    fake_site.add("acme-bad", source=bad)
+    registry = vgrpo.load_plugins()
+    assert "acme.echo" not in synth_tasks(registry)
+    refused = r"tasks: expected some of .*'acme.bad'.*, got \['acme.echo'\]"
+    with pytest.raises(vgrpo.ParamsError, match=refused):
+        synthesize(tmp_path / "d", n_per_task=2, tasks=["acme.echo"], registry=registry)
+    named = "task 'acme.bad': synth_record returned list for train item 0; expected a JSONL record"
+    with pytest.raises(vgrpo.PluginError, match=named):
+        synthesize(tmp_path / "d", n_per_task=2, tasks=["acme.bad"], registry=registry)
+
+
+def test_the_optional_task_methods_default_to_nothing(fake_site):
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    task = vgrpo.load_plugins().task("acme.echo")
+    assert task.step_stats("hi") == {}
+    assert task.synth_record(SynthItem("train", 0, random.Random(0), lambda: 1 / 0)) is None
+
+
+def test_cli_data_synth_writes_the_tasks_asked_for(tmp_path, capsys):
+    from vgrpo import cli
+
+    assert cli.main(["data", "synth", str(tmp_path / "d"), "--n", "3", "--tasks", "math,count"]) == 0
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.is_dir()) == ["count", "images", "math"]
+    assert len(_records(tmp_path / "d" / "math" / "train.jsonl")) == 3
+    assert cli.main(["data", "synth", str(tmp_path / "e"), "--tasks", "nope"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: tasks: expected some of the tasks that make synthetic data")

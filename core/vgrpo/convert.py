@@ -9,24 +9,24 @@ a JSON array:
 * the REC annotation files (``rec_jsons_processed/*.json``): ``{"image", "problem", "normal_caption",
   "solution": [x1, y1, x2, y2], "width", "height", ...}``.
 
-The ground truth each task gets: ``rec`` a box in original-image pixels (a JSON list, ``{"bbox_2d": [...]}``
-or a one-item list of such dicts), ``ovd`` a JSON list of ``{"bbox_2d", "label"}`` (```json fences allowed;
-``None`` = no objects), ``count`` a whole number, ``math`` the answer text. Without ``task`` it is read per
-record from ``accu_reward_method`` (``od_*``/``odLength``/``map``/``weighted_sum`` → ovd, ``math`` → math) or
-else from the answer's shape (a box → rec, labelled boxes or ``None`` → ovd, a whole number → count); the file
-converts as the most common one. Every converted record is validated by the task itself (its
-``check_solution``) and its images must exist and decode. A line that cannot be converted is reported
-with why; the others are written.
+The tasks decide what a record becomes: a task that implements :meth:`vgrpo.Task.vlm_r1_solution` imports
+VLM-R1 records (the built-ins rec, ovd, count and math do, like any plugin could), ``vlm_r1_question`` gives
+the question its template wraps and ``vlm_r1_match`` says how sure it is that a record is its own. Without
+``task``, each record goes to the task most sure of it and the file converts as the most common one. Every
+converted record is validated by the task itself (its ``check_solution``) and its images must exist and
+decode. A line that cannot be converted is reported with why; the others are written.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import functools
 import json
 import logging
 import math
 import os
-import re
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,20 +37,14 @@ from vgrpo.completion import extract_answer, strip_code_fence
 from vgrpo.data import probe_image, read_jsonl_lines, sample_from_record
 from vgrpo.errors import DataError, ParamsError
 from vgrpo.plugins import PluginRegistry, get_registry
+from vgrpo.task import Task
 
 log = logging.getLogger(__name__)
 
 #: Formats ``convert_file`` reads.
 FORMATS = ("vlm-r1",)
-#: Tasks a VLM-R1 record converts to.
-VLM_R1_TASKS = ("rec", "ovd", "count", "math")
 
-_OVD_METHODS = {"od_ap", "od_ap50", "odlength", "map", "weighted_sum"}
 _IMAGE = "<image>"
-_REC_PREFIX = re.compile(
-    r"^\s*please provide the bounding box coordinates? of the region this sentence describes:\s*",
-    re.IGNORECASE,
-)
 #: VLM-R1's question template appends this instruction to the question; our templates add their own.
 _R1_INSTRUCTION = "First output the thinking process"
 _HUMAN, _GPT = ("human", "user"), ("gpt", "assistant")
@@ -78,20 +72,38 @@ class ConvertReport:
 
 
 @dataclass
-class _Item:
-    """A VLM-R1 record taken apart; fields name where each value came from."""
+class VlmR1Record:
+    """A VLM-R1 record taken apart, what a task's ``vlm_r1_*`` methods read; ``*_field`` name where a value
+    came from (for error messages)."""
 
     number: int
+    """The record's line (JSONL) or item (JSON array) number, from 1."""
     id: Any
     images: tuple[str, ...]
     question: str
+    """The question, ``<image>`` placeholders and VLM-R1's answer-format instruction removed."""
     question_field: str
     answer: Any
+    """The text inside ``<answer>…</answer>`` when there is one, else the answer as given (text or JSON)."""
     answer_field: str
     placeholders: int = 0
     caption: str | None = None
+    """``normal_caption`` of a REC annotation: the referring expression alone."""
     size: tuple[float, float] | None = None
     method: str | None = None
+    """``accu_reward_method``: VLM-R1's name for the reward, which often names the task."""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """The record as read, for fields this class does not take apart."""
+
+    @functools.cached_property
+    def value(self) -> Any:
+        """The answer read as JSON or a Python literal (```json fences allowed); else the answer as it is."""
+        return _structured(self.answer)
+
+    @property
+    def quoted_answer(self) -> str:
+        """The answer quoted and cut to 80 characters, for "expected …, got …" messages."""
+        return _short(self.answer)
 
 
 # -- reading -------------------------------------------------------------------------------------------------
@@ -126,7 +138,7 @@ def _answer_text(value: Any) -> Any:
     return text.strip()
 
 
-def _take_apart(number: int, value: Any) -> _Item:
+def _take_apart(number: int, value: Any) -> VlmR1Record:
     """The parts of one VLM-R1 record; DataError (with the field) when it has neither known shape."""
     if not isinstance(value, Mapping):
         raise DataError(f"expected a JSON object, got {type(value).__name__}")
@@ -176,11 +188,11 @@ def _take_apart(number: int, value: Any) -> _Item:
         question = turns[0]["value"]
         if not isinstance(question, str):
             raise DataError(f"expected text, got {_short(question)}", field="conversations[0].value")
-        return _Item(
+        return VlmR1Record(
             number,
             rid,
             images,
-            question.replace(_IMAGE, "").strip(),
+            _without_instruction(question.replace(_IMAGE, "").strip()),
             "conversations[0].value",
             _answer_text(turns[1]["value"]),
             "conversations[1].value",
@@ -188,16 +200,17 @@ def _take_apart(number: int, value: Any) -> _Item:
             caption,
             size,
             method,
+            value,
         )
     if "solution" in value and ("problem" in value or caption is not None):
         problem = value.get("problem", "")
         if not isinstance(problem, str):
             raise DataError(f"expected text, got {_short(problem)}", field="problem")
-        return _Item(
+        return VlmR1Record(
             number,
             rid,
             images,
-            problem.replace(_IMAGE, "").strip(),
+            _without_instruction(problem.replace(_IMAGE, "").strip()),
             "problem",
             _answer_text(value["solution"]),
             "solution",
@@ -205,6 +218,7 @@ def _take_apart(number: int, value: Any) -> _Item:
             caption,
             size,
             method,
+            value,
         )
     keys = sorted(value)[:12]
     raise DataError(
@@ -213,7 +227,13 @@ def _take_apart(number: int, value: Any) -> _Item:
     )
 
 
-# -- answers -------------------------------------------------------------------------------------------------
+# -- answers ----------------------------------------------------------------------------------------------
+def _without_instruction(question: str) -> str:
+    """The question without VLM-R1's answer-format instruction (our templates add their own)."""
+    cut = question.find(_R1_INSTRUCTION)
+    return question[:cut].rstrip() if cut >= 0 else question
+
+
 def _structured(answer: Any) -> Any:
     """A string answer read as JSON (or a Python literal), ```json fences allowed; other values as is."""
     if not isinstance(answer, str):
@@ -229,130 +249,65 @@ def _structured(answer: Any) -> Any:
         return answer
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _positive(v: Any) -> bool:
     """A finite number > 0 (a huge JSON integer included, which ``math.isfinite`` cannot take)."""
-    return _is_number(v) and v > 0 and (isinstance(v, int) or math.isfinite(v))
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return number and v > 0 and (isinstance(v, int) or math.isfinite(v))
 
 
-def _box(value: Any) -> Any:
-    """``[x1, y1, x2, y2]`` from a bare list, ``{"bbox_2d"|"bbox": ...}`` or a one-item list of such dicts."""
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], Mapping):
-        value = value[0]
-    if isinstance(value, Mapping):
-        value = value.get("bbox_2d", value.get("bbox"))
-    if isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value):
-        return value
-    return None
+def vlm_r1_tasks(registry: PluginRegistry) -> dict[str, Task]:
+    """The installed tasks VLM-R1 records convert to (they implement ``vlm_r1_solution``), by name."""
+    return {n: t for n, t in registry.tasks.items() if type(t).vlm_r1_solution is not Task.vlm_r1_solution}
 
 
-def _detections(value: Any, *, strict: bool) -> list[Any] | None:
-    """A list of detections; ``None``/``"None"`` is no objects. ``strict``: every item is a labelled box."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"}):
-        return []
-    if not isinstance(value, list):
-        return None
-    if strict and not all(isinstance(d, Mapping) and "bbox_2d" in d and "label" in d for d in value):
-        return None
-    return value
+def _guess_task(record: VlmR1Record, tasks: Mapping[str, Task]) -> tuple[str | None, str]:
+    """(task, why) for a record without ``--task``: the task most sure of it; (None, why not) when no task
+    claims it or two are equally sure."""
+    claims: list[tuple[float, str, str]] = []
+    for name, task in tasks.items():
+        match = task.vlm_r1_match(record)
+        if match is not None and float(match[0]) > 0:
+            claims.append((float(match[0]), name, str(match[1])))
+    if not claims:
+        return None, f"no task recognises the answer {record.quoted_answer}"
+    best = max(score for score, _, _ in claims)
+    top = [(name, why) for score, name, why in claims if score == best]
+    if len(top) > 1:
+        return None, "it looks like " + " and like ".join(f"{name} ({why})" for name, why in top)
+    return top[0]
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.0*)?\s*", value):
-        try:
-            value = int(value.strip().split(".")[0])
-        except ValueError:  # more digits than Python converts
-            return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
-        return int(value)
-    return None
-
-
-def _guess_task(item: _Item) -> tuple[str | None, str]:
-    """(task, why) for a record without ``--task``; (None, why not) when the record does not tell."""
-    if item.method is not None and item.method.lower() in _OVD_METHODS:
-        return "ovd", f"accu_reward_method {item.method!r}"
-    if item.method == "math":
-        return "math", "accu_reward_method 'math'"
-    value = _structured(item.answer)
-    if item.answer == "None" or (
-        isinstance(value, list) and value and _detections(value, strict=True) is not None
-    ):
-        return "ovd", "an answer of labelled boxes"
-    if _box(value) is not None:
-        return "rec", "a box answer"
-    if _count(value) is not None:
-        return "count", "a whole-number answer"
-    return None, f"the answer {_short(item.answer)} is no box, detection list or count"
-
-
-def _solution(task: str, item: _Item) -> Any:
-    """The task's ground truth from the record's answer; DataError naming the answer field if it has none."""
-    value = _structured(item.answer)
-    where = item.answer_field
-    if task == "rec":
-        box = _box(value)
-        if box is not None:
-            return box
-        if isinstance(value, list) and value and all(isinstance(p, list) for p in value):
-            return value  # a polygon [[x, y], ...]; the task checks it
-        raise DataError(
-            f'expected a box [x1, y1, x2, y2] or {{"bbox_2d": [x1, y1, x2, y2]}}, got {_short(item.answer)}',
-            field=where,
-        )
-    if task == "ovd":
-        found = _detections(value, strict=False)
-        if found is None:
-            raise DataError(
-                'expected "None" or a JSON list of {"bbox_2d": [x1, y1, x2, y2], "label": ...}, got '
-                f"{_short(item.answer)}",
-                field=where,
-            )
-        return found
-    if task == "count":
-        n = _count(item.answer)
-        if n is None:
-            raise DataError(f"expected a whole number >= 0, got {_short(item.answer)}", field=where)
-        return n
-    if isinstance(item.answer, str) and item.answer.strip():
-        return item.answer.strip()
-    if _is_number(item.answer):
-        return item.answer
-    raise DataError(f"expected the answer as text or a number, got {_short(item.answer)}", field=where)
-
-
-def _question(task: str, item: _Item) -> str:
-    """The question our template wraps: for REC the referring expression alone (VLM-R1's prefix removed)."""
-    text = item.question
-    cut = text.find(_R1_INSTRUCTION)
-    if cut >= 0:
-        text = text[:cut].rstrip()
-    if task == "rec":
-        if item.caption and item.caption.strip():
-            return item.caption.strip()
-        text = _REC_PREFIX.sub("", text).strip().rstrip(".").strip()
-    if not text:
-        raise DataError(
-            "expected a question (a referring expression for rec), got empty text", field=item.question_field
-        )
+def _question(task: Task, record: VlmR1Record) -> str:
+    """The question the task's template wraps; DataError naming the question field when there is none."""
+    try:
+        text = task.vlm_r1_question(record)
+    except (ValueError, TypeError) as exc:
+        raise DataError(str(exc), field=record.question_field) from None
+    if not isinstance(text, str):
+        raise DataError(f"expected the question as text, got {_short(text)}", field=record.question_field)
+    if not text.strip():
+        raise DataError("expected a question, got empty text", field=record.question_field)
     return text
+
+
+def _solution(task: Task, record: VlmR1Record) -> Any:
+    """The task's ground truth from the record's answer; DataError naming the answer field if it has none."""
+    try:
+        return task.vlm_r1_solution(record)
+    except (ValueError, TypeError) as exc:
+        raise DataError(str(exc), field=record.answer_field) from None
 
 
 # -- one record ----------------------------------------------------------------------------------------------
 def _convert(
-    item: _Item, task: Any, image_root: Path, out_dir: Path
+    item: VlmR1Record, task: Task, image_root: Path, out_dir: Path
 ) -> tuple[dict[str, Any] | None, list[DataError]]:
     """(our record, []) or (None, every problem found)."""
     problems: list[DataError] = []
     parts: dict[str, Any] = {}
     for key, read in (("question", _question), ("solution", _solution)):
         try:
-            parts[key] = read(task.name, item)
+            parts[key] = read(task, item)
         except DataError as exc:
             problems.append(exc)
 
@@ -404,6 +359,20 @@ def _unexpected(exc: Exception, path: Path, number: int) -> DataError:
     return DataError(f"cannot convert: {type(exc).__name__}: {exc}", file=path, line=number)
 
 
+def _guesses(
+    items: list[VlmR1Record], tasks: Mapping[str, Task], path: Path
+) -> dict[int, tuple[str | None, str]]:
+    """(task, why) per record number; a task's ``vlm_r1_match`` that raises leaves its record unclaimed."""
+    out: dict[int, tuple[str | None, str]] = {}
+    for item in items:
+        try:
+            out[item.number] = _guess_task(item, tasks)
+        except Exception as exc:  # noqa: BLE001 - plugin code: the record is reported, never fatal
+            log.debug("data convert: %s record %d: vlm_r1_match raised", path, item.number, exc_info=exc)
+            out[item.number] = (None, f"a task's vlm_r1_match raised {type(exc).__name__}: {exc}")
+    return out
+
+
 def convert_file(
     path: str | Path,
     output: str | Path,
@@ -415,24 +384,42 @@ def convert_file(
 ) -> ConvertReport:
     """Convert a VLM-R1 dataset file into vgrpo JSONL records at ``output``; never stops at a bad record.
 
-    ``task`` (``rec``, ``ovd``, ``count`` or ``math``; default: read from the records) picks the ground truth;
-    ``image_root`` is VLM-R1's image folder (default: the file's folder). Written image paths are relative to
-    ``output``'s folder. Returns the counts and every problem (file, line, field, reason); only a file that
-    cannot be read, or a bad argument, raises.
+    ``task`` (an installed task that imports VLM-R1 records, see :func:`vlm_r1_tasks`; default: read from the
+    records) picks the ground truth; ``image_root`` is VLM-R1's image folder (default: the file's folder).
+    Written image paths are relative to ``output``'s folder. Returns the counts and every problem (file, line,
+    field, reason); only a file that cannot be read, or a bad argument, raises.
     """
     if source_format not in FORMATS:
         raise ParamsError(f"data convert: unknown format {source_format!r}; expected one of {list(FORMATS)}")
-    if task is not None and task not in VLM_R1_TASKS:
-        raise ParamsError(f"data convert: VLM-R1 records convert to tasks {list(VLM_R1_TASKS)}, not {task!r}")
+    registry = registry or get_registry()
+    tasks = vlm_r1_tasks(registry)
+    if task is not None and task not in tasks:
+        raise ParamsError(f"data convert: VLM-R1 records convert to tasks {list(tasks)}, not {task!r}")
     path, output = Path(path), Path(output)
     if output.exists() and output.resolve() == path.resolve():
         raise ParamsError(f"data convert: the output {output} is the input file; write to another file")
-    registry = registry or get_registry()
     root = Path(image_root) if image_root is not None else path.parent
 
     unit, records = _read(path)
     report = ConvertReport(source=path, output=output, task=task, unit=unit)
-    items: list[_Item] = []
+    with contextlib.redirect_stdout(sys.stderr):  # plugin code: whatever it prints, stdout stays ours
+        _convert_records(report, records, tasks, root)
+    report.problems.sort(key=lambda p: p.line or 0)
+    log.info(
+        "data convert: %d of %d records of %s converted to %s", report.converted, report.records, path, output
+    )
+    return report
+
+
+def _convert_records(
+    report: ConvertReport,
+    records: Iterator[tuple[int, Any, DataError | None]],
+    tasks: Mapping[str, Task],
+    root: Path,
+) -> None:
+    """Take the records apart, pick the task (``report.task``, else the most common guess), write the good."""
+    path, output, task, unit = report.source, report.output, report.task, report.unit
+    items: list[VlmR1Record] = []
     for number, value, error in records:
         report.records += 1
         if error is not None:
@@ -445,7 +432,7 @@ def convert_file(
         except Exception as exc:  # noqa: BLE001 - a record nobody foresaw is reported, never fatal
             report.problems.append(_unexpected(exc, path, number))
 
-    guesses = {it.number: _guess_task(it) for it in items} if task is None else {}
+    guesses = _guesses(items, tasks, path) if task is None else {}
     if task is None:
         votes = Counter(t for t, _ in guesses.values() if t is not None)
         report.task = votes.most_common(1)[0][0] if votes else None
@@ -455,7 +442,7 @@ def convert_file(
             report.task,
             dict(votes),
         )
-    task_obj = registry.task(report.task) if report.task is not None else None
+    task_obj = tasks[report.task] if report.task is not None else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
     first_of: dict[str, int] = {}  # id -> the record number that used it first
@@ -465,7 +452,7 @@ def convert_file(
             guess, why = guesses.get(item.number, (task, ""))
             if task_obj is None or guess != report.task:
                 reason = (
-                    f"cannot tell the task: {why}; pass --task (one of {list(VLM_R1_TASKS)})"
+                    f"cannot tell the task: {why}; pass --task (one of {list(tasks)})"
                     if guess is None
                     else f"looks like a {guess} record ({why}) but the file converts as {report.task}; "
                     "pass --task or split the file"
@@ -478,8 +465,13 @@ def convert_file(
                     record, problems = None, [_unexpected(exc, path, item.number)]
                 if record is not None and "id" in record and str(record["id"]) in first_of:
                     first = first_of[str(record["id"])]
-                    problems = [DataError(f"id {record['id']!r} is already used by {unit} {first}; ids must be "
-                                          "unique (vgrpo eval resumes by id)", field="id")]  # fmt: skip
+                    problems = [
+                        DataError(
+                            f"id {record['id']!r} is already used by {unit} {first}; ids must be unique "
+                            "(vgrpo eval resumes by id)",
+                            field="id",
+                        )
+                    ]
                     record = None
                 if record is not None:
                     if "id" in record:
@@ -489,8 +481,3 @@ def convert_file(
             report.problems += [
                 DataError(p.reason, file=path, line=item.number, field=p.field) for p in problems
             ]
-    report.problems.sort(key=lambda p: p.line or 0)
-    log.info(
-        "data convert: %d of %d records of %s converted to %s", report.converted, report.records, path, output
-    )
-    return report

@@ -1,5 +1,6 @@
 """Generate the reference pages (docs/reference/) from the tasks' params models, the config models and the
-command-line parser.
+command-line parser. The task page covers the tasks of the built-in distributions (``BUILTIN_DISTRIBUTIONS``
+of :mod:`vgrpo.plugins`), whatever they are called.
 
 ``python -m vgrpo.docgen docs/reference`` (or ``make docs-ref``); a test keeps the files in sync.
 """
@@ -13,11 +14,11 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from vgrpo.cli import task_info
-from vgrpo.plugins import PluginRegistry, load_plugins
-from vgrpo.task import Task
+from packaging.utils import canonicalize_name
 
-BUILTIN_TASKS = ("rec", "ovd", "count", "math")
+from vgrpo.cli import task_info
+from vgrpo.plugins import BUILTIN_DISTRIBUTIONS, PluginRegistry, load_plugins
+from vgrpo.task import Task
 
 
 def _cell(text: str) -> str:
@@ -34,12 +35,22 @@ def correctness(task: Task) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASKS) -> str:
-    """Markdown for the given tasks: description, params with defaults, rewards, metric, template, example."""
+def builtin_tasks(registry: PluginRegistry) -> list[str]:
+    """Names of the tasks the built-in distributions provide, sorted: the page must not depend on which
+    third-party plugins happen to be installed."""
+    dists = {n: canonicalize_name(registry.owner("task", n)[0]) for n in registry.tasks}
+    return [n for n, dist in dists.items() if dist in BUILTIN_DISTRIBUTIONS]
+
+
+def task_reference(registry: PluginRegistry, names: Iterable[str] | None = None) -> str:
+    """Markdown for the given tasks (default: :func:`builtin_tasks`): description, params with defaults,
+    rewards, metric, template, example."""
+    names = builtin_tasks(registry) if names is None else names
     out = [
         "# Built-in task reference",
         "",
-        "Generated from the tasks' params models by `make docs-ref` (`python -m vgrpo.docgen`); do not edit by hand.",
+        "Generated from the tasks' params models by `make docs-ref` (`python -m vgrpo.docgen`); "
+        "do not edit by hand.",
         "The exact reward semantics are in [Reward semantics](../rewards.md).",
         "",
     ]
@@ -56,11 +67,14 @@ def task_reference(registry: PluginRegistry, names: Iterable[str] = BUILTIN_TASK
             "|---|---|---|---|",
         ]
         for p in info["params"]:
-            out.append(f"| `{p['name']}` | {_cell(p['type'])} | `{json.dumps(p['default'])}` | {_cell(p['description'])} |")
-        out += ["", "**Rewards**:", "", "| name | range | default weight | description |", "|---|---|---|---|"]
+            default = json.dumps(p["default"])
+            out.append(f"| `{p['name']}` | {_cell(p['type'])} | `{default}` | {_cell(p['description'])} |")
+        out += ["", "**Rewards**:", "", "| name | range | default weight | description |"]
+        out += ["|---|---|---|---|"]
         for r in info["rewards"]:
             lo, hi = r["range"]
-            out.append(f"| `{r['name']}` | [{lo:g}, {hi:g}] | {r['default_weight']:g} | {_cell(r['description'])} |")
+            weight, text = r["default_weight"], _cell(r["description"])
+            out.append(f"| `{r['name']}` | [{lo:g}, {hi:g}] | {weight:g} | {text} |")
         out += [
             "",
             f"**Metric** (dataset-level): {', '.join(f'`{m}`' for m in info['metric'])}",
@@ -96,20 +110,25 @@ def config_reference() -> str:
     out = [
         "# Configuration reference",
         "",
-        "Generated from the config models (`vgrpo.config`) by `make docs-ref`; do not edit by hand. Every key can",
+        "Generated from the config models (`vgrpo.config`) by `make docs-ref`; do not edit by hand. "
+        "Every key can",
         "be set in the YAML file or overridden on the command line as `key.sub=value` (`tasks.0.weight=2`).",
         "",
     ]
 
     def section(title: str, model: type[BaseModel], prefix: str) -> None:
-        out.extend([f"## `{title}`", "", (model.__doc__ or "").strip(), "", "| key | default | description |", "|---|---|---|"])
+        doc = (model.__doc__ or "").strip()
+        out.extend([f"## `{title}`", "", doc, "", "| key | default | description |", "|---|---|---|"])
         nested = []
         for key, field in model.model_fields.items():
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 nested.append((f"{prefix}{key}", annotation))
                 continue
-            default = "required" if field.is_required() else f"`{json.dumps(field.get_default(call_default_factory=True), default=str)}`"
+            if field.is_required():
+                default = "required"
+            else:
+                default = f"`{json.dumps(field.get_default(call_default_factory=True), default=str)}`"
             out.append(f"| `{prefix}{key}` | {_cell(default)} | {_cell(field.description or '')} |")
         out.append("")
         for name, child in nested:
@@ -189,7 +208,8 @@ def cli_reference() -> str:
         "Generated from the argument parser (`vgrpo.cli.build_parser`) by `make docs-ref`; do not edit by",
         "hand. Every command also takes `-h`/`--help`, and the global flags `--strict-plugins` and `-v` may",
         "follow the command. Exit status: 0 on success, 1 when the command failed, 2 for a usage or input",
-        "error.",
+        "error (unknown name, bad params, bad data), 3 for a bug in vgrpo or a plugin (it prints a",
+        "traceback: please report it with the output of `vgrpo env`).",
         "",
         "## `vgrpo`",
         "",

@@ -1,9 +1,11 @@
-"""Synthetic datasets for the built-in tasks: drawn scenes of shapes with exact ground truth, and arithmetic.
+"""Synthetic datasets (``vgrpo data synth``): drawn scenes of shapes with exact ground truth, and the records
+that tasks make from them.
 
 A scene is a canvas with a few coloured circles, squares and triangles that never touch; each shape's box is
-read back from the pixels drawn, so boxes, labels and counts are exact. Scenes feed ``rec``, ``ovd`` and
-``count`` records; ``math`` records are text-only sums, differences and products. Everything follows from
-the seed: the same settings give byte-identical JSONL and PNG files.
+read back from the pixels drawn, so boxes, labels and counts are exact. The core draws the scenes; each task
+that implements :meth:`vgrpo.Task.synth_record` turns a :class:`SynthItem` (a scene, drawn on first use and
+shared by every task, or only a random stream for a text-only task) into one of its records. Everything
+follows from the seed: the same settings give byte-identical JSONL and PNG files.
 
 Layout written by :func:`synthesize`::
 
@@ -16,17 +18,23 @@ Layout written by :func:`synthesize`::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from vgrpo.errors import DataError, ParamsError
+from vgrpo.errors import DataError, ParamsError, PluginError
+
+if TYPE_CHECKING:
+    from vgrpo.plugins import PluginRegistry
+    from vgrpo.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +42,6 @@ log = logging.getLogger(__name__)
 SYNTH_VERSION = 1
 MANIFEST = "synth.json"
 SCENES = "scenes.jsonl"
-TASKS = ("rec", "ovd", "count", "math")
-SCENE_TASKS = frozenset({"rec", "ovd", "count"})
 COLOURS: Mapping[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 160, 60),
@@ -74,14 +80,19 @@ class Scene:
 
     def count(self, *, colour: str | None = None, kind: str | None = None) -> int:
         """How many shapes have this colour and/or kind."""
-        return sum((colour is None or s.colour == colour) and (kind is None or s.kind == kind) for s in self.shapes)
+        return sum(
+            (colour is None or s.colour == colour) and (kind is None or s.kind == kind) for s in self.shapes
+        )
 
     def to_json(self, image: str) -> dict[str, Any]:
         return {
             "name": self.name,
             "image": image,
             "image_size": [self.width, self.height],
-            "shapes": [{"label": s.label, "kind": s.kind, "colour": s.colour, "bbox_2d": list(s.box)} for s in self.shapes],
+            "shapes": [
+                {"label": s.label, "kind": s.kind, "colour": s.colour, "bbox_2d": list(s.box)}
+                for s in self.shapes
+            ],
         }
 
 
@@ -173,83 +184,46 @@ def referring_expressions(scene: Scene) -> list[tuple[int, str]]:
     return out
 
 
-# -- records --------------------------------------------------------------------------------------------------
-def _plural(kind: str) -> str:
-    return kind + "s"
+# -- what a task makes a record from ------------------------------------------------------------------------
+@dataclass
+class SynthItem:
+    """One record slot of a synthetic dataset, handed to :meth:`vgrpo.Task.synth_record`.
+
+    ``rng`` is the task's own stream for this slot (seeded by seed, split, task and index), so one task's
+    records never change when another task is added. ``scene`` and ``image`` draw the slot's scene on first
+    use; every task of the slot shares it (one image per scene), and a text-only task that never asks for it
+    writes no image.
+    """
+
+    split: str
+    index: int
+    rng: random.Random
+    _draw: Callable[[], tuple[Scene, str]] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """``<split>-<index>``, e.g. ``train-00007``: the scene's name, for record ids."""
+        return f"{self.split}-{self.index:05d}"
+
+    @property
+    def scene(self) -> Scene:
+        """The slot's scene of shapes with exact boxes (drawn and saved on first use)."""
+        return self._draw()[0]
+
+    @property
+    def image(self) -> str:
+        """The scene's image path relative to the task's JSONL file (``../images/<name>.png``)."""
+        return self._draw()[1]
 
 
-def _join(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def synth_tasks(registry: PluginRegistry) -> dict[str, Task]:
+    """The installed tasks that make synthetic records (they implement ``synth_record``), by name."""
+    from vgrpo.task import Task
+
+    return {n: t for n, t in registry.tasks.items() if type(t).synth_record is not Task.synth_record}
 
 
-def rec_record(scene: Scene, image: str, rng: random.Random) -> dict[str, Any]:
-    """Name one shape unambiguously; the solution is its box."""
-    i, phrase = rng.choice(referring_expressions(scene))
-    return {
-        "id": f"rec-{scene.name}",
-        "image": image,
-        "question": phrase,
-        "solution": list(scene.shapes[i].box),
-        "image_size": [scene.width, scene.height],
-    }
-
-
-def ovd_record(scene: Scene, image: str, rng: random.Random) -> dict[str, Any]:
-    """List 1-3 categories, some possibly absent; the solution holds the boxes of those present ([] if none)."""
-    present = sorted({s.label for s in scene.shapes})
-    absent = [label for label in LABELS if label not in present]
-    wanted: list[str] = []
-    for _ in range(rng.choice((1, 2, 2, 3))):
-        pool = present if present and (rng.random() < 0.65 or not absent) else absent
-        choice = rng.choice(pool)
-        pool.remove(choice)
-        wanted.append(choice)
-    order = {label: k for k, label in enumerate(wanted)}
-    found = sorted((s for s in scene.shapes if s.label in order), key=lambda s: (order[s.label], s.box[1], s.box[0]))
-    return {
-        "id": f"ovd-{scene.name}",
-        "image": image,
-        "question": f"Find every {_join(wanted)}.",
-        "solution": [{"bbox_2d": list(s.box), "label": s.label} for s in found],
-        "image_size": [scene.width, scene.height],
-    }
-
-
-def count_record(scene: Scene, image: str, rng: random.Random) -> dict[str, Any]:
-    """Ask for a colour+kind, a kind or a colour; mostly one that is present, sometimes one that is not (0)."""
-    roll = rng.random()
-    if roll < 0.6:
-        options = [(c, k) for c in sorted(COLOURS) for k in KINDS]
-    elif roll < 0.8:
-        options = [(None, k) for k in KINDS]
-    else:
-        options = [(c, None) for c in sorted(COLOURS)]
-    present = [o for o in options if scene.count(colour=o[0], kind=o[1])]
-    absent = [o for o in options if o not in present]
-    colour, kind = rng.choice(present if present and (rng.random() < 0.8 or not absent) else absent)
-    noun = f"{colour} {_plural(kind)}" if colour and kind else _plural(kind) if kind else f"{colour} shapes"
-    return {
-        "id": f"count-{scene.name}",
-        "image": image,
-        "question": f"How many {noun} are there?",
-        "solution": scene.count(colour=colour, kind=kind),
-        "image_size": [scene.width, scene.height],
-    }
-
-
-def math_record(name: str, rng: random.Random) -> dict[str, Any]:
-    """A text-only sum, difference (possibly negative) or product with its integer result as a string."""
-    op = rng.choice("+-×")
-    if op == "×":
-        a, b = rng.randint(2, 12), rng.randint(2, 12)
-        result = a * b
-    else:
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
-        result = a + b if op == "+" else a - b
-    return {"id": f"math-{name}", "question": f"What is {a} {op} {b}?", "solution": str(result)}
-
-
-# -- the dataset ----------------------------------------------------------------------------------------------
+# -- the dataset --------------------------------------------------------------------------------------------
 def _settings(
     n_per_task: int, n_val: int, tasks: Sequence[str], seed: int, size: tuple[int, int], max_shapes: int
 ) -> dict[str, Any]:
@@ -264,7 +238,7 @@ def _settings(
 
 
 def _check_args(
-    n_per_task: Any, n_val: Any, tasks: Any, seed: Any, image_size: Any, max_shapes: Any
+    n_per_task: Any, n_val: Any, tasks: Any, seed: Any, image_size: Any, max_shapes: Any, known: Sequence[str]
 ) -> tuple[list[str], tuple[int, int]]:
     def integer(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -280,13 +254,18 @@ def _check_args(
     if isinstance(tasks, str):
         tasks = tasks.split(",")
     names = [t.strip() for t in tasks if isinstance(t, str) and t.strip()]
-    unknown = [t for t in tasks if not isinstance(t, str) or t.strip() not in TASKS]
+    unknown = [t for t in tasks if not isinstance(t, str) or t.strip() not in known]
     if unknown or not names:
-        raise ParamsError(f"tasks: expected some of {list(TASKS)}, got {list(tasks)!r}")
+        raise ParamsError(
+            f"tasks: expected some of the tasks that make synthetic data, {list(known)}, got {list(tasks)!r}"
+        )
     names = list(dict.fromkeys(names))
     size = (image_size, image_size) if integer(image_size) else image_size
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(integer(v) and v >= MIN_SIDE for v in size)):
-        raise ParamsError(f"image_size: expected an integer ≥ {MIN_SIDE} or [width, height], got {image_size!r}")
+    pair = isinstance(size, (tuple, list)) and len(size) == 2
+    if not (pair and all(integer(v) and v >= MIN_SIDE for v in size)):
+        raise ParamsError(
+            f"image_size: expected an integer ≥ {MIN_SIDE} or [width, height], got {image_size!r}"
+        )
     return names, (int(size[0]), int(size[1]))
 
 
@@ -304,7 +283,7 @@ def _reusable(out_dir: Path, settings: Mapping[str, Any]) -> dict[str, Path] | N
     if manifest is None or manifest.get("version") != SYNTH_VERSION or manifest.get("settings") != settings:
         return None
     try:
-        files = {task: [out_dir / f for f in info["files"].values()] for task, info in manifest["tasks"].items()}
+        files = {t: [out_dir / f for f in info["files"].values()] for t, info in manifest["tasks"].items()}
     except (KeyError, TypeError, AttributeError):
         return None
     if not all(f.is_file() for fs in files.values() for f in fs):
@@ -324,21 +303,27 @@ def synthesize(
     *,
     n_per_task: int = 200,
     n_val: int | None = None,
-    tasks: Sequence[str] = TASKS,
+    tasks: Sequence[str] | None = None,
     seed: int = 0,
     image_size: int | tuple[int, int] = 224,
     max_shapes: int = 6,
     reuse: bool = False,
+    registry: PluginRegistry | None = None,
 ) -> dict[str, Path]:
-    """Write a synthetic dataset to ``out_dir``; returns each task's ``train.jsonl`` (``val.jsonl`` is beside it).
+    """Write a synthetic dataset to ``out_dir``; returns each task's ``train.jsonl`` (``val.jsonl`` by it).
 
+    ``tasks``: names of installed tasks that make synthetic records (default: all of them, by name).
     ``n_per_task`` train records per task and ``n_val`` (default a tenth, at least 1; 0 = no val file)
     validation records, from disjoint scenes. The scene tasks share one image per scene. With ``reuse``, a
     folder whose manifest records the same generator version and settings is returned as it is.
     """
+    from vgrpo.plugins import get_registry
+
+    makers = synth_tasks(registry or get_registry())
     if n_val is None:
         n_val = max(1, n_per_task // 10) if isinstance(n_per_task, int) else 0
-    names, size = _check_args(n_per_task, n_val, tasks, seed, image_size, max_shapes)
+    tasks = list(makers) if tasks is None else tasks
+    names, size = _check_args(n_per_task, n_val, tasks, seed, image_size, max_shapes, list(makers))
     settings = _settings(n_per_task, n_val, names, seed, size, max_shapes)
     out = Path(out_dir)
     if reuse and (paths := _reusable(out, settings)) is not None:
@@ -347,35 +332,55 @@ def synthesize(
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / MANIFEST).unlink(missing_ok=True)  # a folder without a manifest is never reused
-        return _write_dataset(out, settings, names, size, seed, max_shapes)
+        return _write_dataset(out, settings, {n: makers[n] for n in names}, size, seed, max_shapes)
     except OSError as exc:
-        raise DataError(f"cannot write the synthetic dataset: {exc.strerror or exc}", file=exc.filename or out) from None
+        reason = f"cannot write the synthetic dataset: {exc.strerror or exc}"
+        raise DataError(reason, file=exc.filename or out) from None
 
 
 def _write_dataset(
-    out: Path, settings: dict[str, Any], names: list[str], size: tuple[int, int], seed: int, max_shapes: int
+    out: Path,
+    settings: dict[str, Any],
+    tasks: dict[str, Task],
+    size: tuple[int, int],
+    seed: int,
+    max_shapes: int,
 ) -> dict[str, Path]:
     splits = {"train": settings["n_per_task"], "val": settings["n_val"]}
-    records: dict[str, dict[str, list[dict[str, Any]]]] = {t: {s: [] for s in splits if splits[s]} for t in names}
+    records: dict[str, dict[str, list[dict[str, Any]]]] = {
+        t: {s: [] for s in splits if splits[s]} for t in tasks
+    }
     scenes: list[dict[str, Any]] = []
-    makers = {"rec": rec_record, "ovd": ovd_record, "count": count_record}
-    if SCENE_TASKS.intersection(names):
-        (out / "images").mkdir(exist_ok=True)
-    for split, n in splits.items():
-        for index in range(n):
-            if SCENE_TASKS.intersection(names):
+
+    def drawer(split: str, index: int) -> Callable[[], tuple[Scene, str]]:
+        drawn: list[tuple[Scene, str]] = []
+
+        def draw() -> tuple[Scene, str]:
+            if not drawn:
                 image, scene = draw_scene(seed, split, index, size, max_shapes=max_shapes)
                 rel = f"images/{scene.name}.png"
+                (out / "images").mkdir(exist_ok=True)
                 image.save(out / rel, format="PNG")
                 scenes.append(scene.to_json(rel))
-                for task in names:
-                    if task in makers:
-                        rng = _rng(seed, split, task, index)
-                        records[task][split].append(makers[task](scene, f"../{rel}", rng))
-            if "math" in names:
-                records["math"][split].append(math_record(f"{split}-{index:05d}", _rng(seed, split, "math", index)))
+                drawn.append((scene, f"../{rel}"))
+            return drawn[0]
+
+        return draw
+
+    with contextlib.redirect_stdout(sys.stderr):  # plugin code: whatever it prints, stdout stays ours
+        for split, n in splits.items():
+            for index in range(n):
+                draw = drawer(split, index)
+                for name, task in tasks.items():
+                    record = task.synth_record(SynthItem(split, index, _rng(seed, split, name, index), draw))
+                    if not isinstance(record, Mapping):
+                        raise PluginError(
+                            f"task {name!r}: synth_record returned {type(record).__name__} for {split} item "
+                            f"{index}; expected a JSONL record (a dict)"
+                        )
+                    records[name][split].append(dict(record))
     manifest_tasks = {}
-    for task in names:
+    for task in tasks:
         files, counts = {}, {}
         for split, rows in records[task].items():
             rel = f"{task}/{split}.jsonl"
@@ -393,4 +398,4 @@ def _write_dataset(
         "scenes": SCENES if scenes else None,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {task: out / task / "train.jsonl" for task in names}
+    return {task: out / task / "train.jsonl" for task in tasks}

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vgrpo.errors import ParamsError
 from vgrpo.rewards import NAME_RE, Reward
+
+if TYPE_CHECKING:
+    from vgrpo.convert import VlmR1Record
+    from vgrpo.synth import SynthItem
 
 TASK_NAME_RE = NAME_RE  # task and reward names follow the same rule
 
@@ -83,7 +87,8 @@ class Task:
     """Base class of a task. Subclasses set the class attributes and implement the three methods.
 
     ``correct`` (per-record correctness, for pass@k) has a default derived from the metric; override it when
-    the metric's 1.0 does not mean "right" for one record.
+    the metric's 1.0 does not mean "right" for one record. The optional methods (``step_stats``,
+    ``synth_record``, ``vlm_r1_*``) have defaults that do nothing, so a task implements only what it offers.
 
     Class attributes: ``name`` (bare for built-ins, dotted for third parties, e.g. ``acme.chartqa``),
     ``version``, ``description`` (one line), ``Params``, ``template``, ``rewards``, ``default_weights``,
@@ -153,6 +158,35 @@ class Task:
 
     def reward_map(self) -> dict[str, Reward]:
         return {r.name: r for r in self.rewards}
+
+    # -- optional: training statistics, synthetic data, imported data --------------------------------------
+    def step_stats(self, parsed: Any) -> dict[str, float]:
+        """Extra statistics of one parsed completion (never ``None``) that the trainer averages per task into
+        ``tasks/<task>/<key>``, e.g. boxes per answer to watch for flooding; default: none."""
+        return {}
+
+    def synth_record(self, item: SynthItem) -> dict[str, Any] | None:
+        """One synthetic JSONL record for ``vgrpo data synth`` from ``item`` (its scene of shapes with exact
+        boxes, drawn on first use, or only its random stream for a text-only task); ``None``, the default,
+        means the task makes no synthetic data."""
+        return None
+
+    def vlm_r1_match(self, record: VlmR1Record) -> tuple[float, str] | None:
+        """How sure (0 < score <= 1) and why a VLM-R1 record is this task's, for ``vgrpo data convert``
+        without ``--task``: 1.0 when the record names the task (``accu_reward_method``), less for an answer of
+        the task's shape (the more specific, the higher); ``None`` (the default) when it does not look so."""
+        return None
+
+    def vlm_r1_question(self, record: VlmR1Record) -> str:
+        """The question this task's template wraps, from a VLM-R1 record; default: the record's question
+        (``<image>`` placeholders and VLM-R1's answer-format instruction removed)."""
+        return record.question
+
+    def vlm_r1_solution(self, record: VlmR1Record) -> Any:
+        """This task's ground truth from a VLM-R1 record's answer (``record.answer``, ``record.value``); raise
+        ``ValueError("expected …, got …")`` when it holds none. A task that implements it is one ``vgrpo data
+        convert --from vlm-r1`` converts to; the default raises ``NotImplementedError`` (it is not)."""
+        raise NotImplementedError(f"task {self.name!r} does not convert VLM-R1 records")
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.version}>"

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import vgrpo
+from vgrpo_count import sources
+
+if TYPE_CHECKING:
+    from vgrpo.convert import VlmR1Record
+    from vgrpo.synth import SynthItem
 
 NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -79,3 +84,16 @@ class CountTask(vgrpo.Task):
             for p, s in zip(predictions, samples)
         ]
         return {"accuracy": sum(hits) / len(hits) if hits else 0.0}
+
+    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    def synth_record(self, item: SynthItem) -> dict[str, Any]:
+        """How many shapes of a colour and/or kind the scene holds; sometimes one that is absent (0)."""
+        return sources.synth_record(item)
+
+    def vlm_r1_match(self, record: VlmR1Record) -> tuple[float, str] | None:
+        """A VLM-R1 record whose answer is a whole number looks like count."""
+        return sources.vlm_r1_match(record)
+
+    def vlm_r1_solution(self, record: VlmR1Record) -> int:
+        """The answer as a whole number >= 0 (``3``, ``"3"``, ``"3.0"``)."""
+        return sources.vlm_r1_solution(record)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 import vgrpo
+from vgrpo_math import sources
 from vgrpo_math.answer import gold_text, parse_answer
 from vgrpo_math.verifier import Outcome, default_verifier
+
+if TYPE_CHECKING:
+    from vgrpo.convert import VlmR1Record
+    from vgrpo.synth import SynthItem
 
 
 class MathParams(vgrpo.TaskParams):
@@ -97,3 +102,16 @@ class MathTask(vgrpo.Task):
         params = self.params(params)
         hits = [o is True for o in verify_batch(predictions, samples, params)]  # type: ignore[arg-type]
         return {"accuracy": sum(hits) / len(hits)}
+
+    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    def synth_record(self, item: SynthItem) -> dict[str, Any]:
+        """A text-only sum, difference or product of small integers (no scene, no image)."""
+        return sources.synth_record(item)
+
+    def vlm_r1_match(self, record: VlmR1Record) -> tuple[float, str] | None:
+        """A VLM-R1 record is math when its ``accu_reward_method`` says so."""
+        return sources.vlm_r1_match(record)
+
+    def vlm_r1_solution(self, record: VlmR1Record) -> Any:
+        """The answer text (inside ``<answer>`` when there is one), or a number."""
+        return sources.vlm_r1_solution(record)

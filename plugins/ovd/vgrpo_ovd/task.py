@@ -8,12 +8,17 @@ Rewards (all in [0, 1]; an unparsable completion, ``None``, scores 0 on each but
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import vgrpo
+from vgrpo_ovd import sources
 from vgrpo_ovd.boxes import check_ground_truth, ground_truth_key, parse_detections, prediction_key
 from vgrpo_ovd.coco import coco_map
 from vgrpo_ovd.evaluation import Scores, evaluate
+
+if TYPE_CHECKING:
+    from vgrpo.convert import VlmR1Record
+    from vgrpo.synth import SynthItem
 
 
 class OvdParams(vgrpo.TaskParams):
@@ -114,3 +119,22 @@ class OvdTask(vgrpo.Task):
             [ground_truth_key(s.solution) for _, s in pairs],
             [prediction_key(p) if isinstance(p, list) else () for p, _ in pairs],
         )
+
+    # -- optional methods: training statistics and where records come from ---------------------------------
+    def step_stats(self, parsed: Any) -> dict[str, float]:
+        """``pred_count``: objects the answer predicts (an empty answer counts 0), to watch for flooding."""
+        if isinstance(parsed, list) and all(isinstance(x, dict) for x in parsed):
+            return {"pred_count": float(len(parsed))}
+        return {}
+
+    def synth_record(self, item: SynthItem) -> dict[str, Any]:
+        """1-3 categories to find in the scene, some possibly absent; the solution lists the boxes present."""
+        return sources.synth_record(item)
+
+    def vlm_r1_match(self, record: VlmR1Record) -> tuple[float, str] | None:
+        """A VLM-R1 record with a detection reward method or an answer of labelled boxes looks like ovd."""
+        return sources.vlm_r1_match(record)
+
+    def vlm_r1_solution(self, record: VlmR1Record) -> list[Any]:
+        """The answer's list of ``{"bbox_2d", "label"}`` (``None`` = no objects)."""
+        return sources.vlm_r1_solution(record)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 import vgrpo
+from vgrpo_rec import sources
 from vgrpo_rec.geometry import polygon_area, solution_iou, to_image_box
 from vgrpo_rec.parse import parse_box, valid_box
+
+if TYPE_CHECKING:
+    from vgrpo.convert import VlmR1Record
+    from vgrpo.synth import SynthItem
 
 
 class RecParams(vgrpo.TaskParams):
@@ -164,3 +169,20 @@ class RecTask(vgrpo.Task):
         if not ious:
             return {"acc@0.5": 0.0, "mean_iou": 0.0}
         return {"acc@0.5": sum(v >= 0.5 for v in ious) / len(ious), "mean_iou": sum(ious) / len(ious)}
+
+    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    def synth_record(self, item: SynthItem) -> dict[str, Any]:
+        """A shape of the scene named unambiguously ("the red circle on the left"); the solution: its box."""
+        return sources.synth_record(item)
+
+    def vlm_r1_match(self, record: VlmR1Record) -> tuple[float, str] | None:
+        """A VLM-R1 record whose answer is one box looks like rec."""
+        return sources.vlm_r1_match(record)
+
+    def vlm_r1_question(self, record: VlmR1Record) -> str:
+        """The referring expression alone (VLM-R1's REC prompt removed, or the annotation's caption)."""
+        return sources.vlm_r1_question(record)
+
+    def vlm_r1_solution(self, record: VlmR1Record) -> list[Any]:
+        """The answer's box (a list, ``{"bbox_2d": ...}`` or a one-item list of such dicts) or polygon."""
+        return sources.vlm_r1_solution(record)

@@ -1,0 +1,187 @@
+"""``vgrpo train``, ``vgrpo eval`` and ``vgrpo config``: the commands that run a config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from vgrpo.cli._common import cells, console, json_arg, registry_of
+from vgrpo.errors import ParamsError
+
+if TYPE_CHECKING:
+    from vgrpo.config import TrainConfig
+    from vgrpo.evaluate import EvalSplit
+    from vgrpo.models.adapters import ModelAdapter
+    from vgrpo.plugins import PluginRegistry
+
+
+#: The eval section's fields that `vgrpo eval` options set.
+EVAL_FLAGS = {
+    "--samples": "num_samples",
+    "--k": "pass_k",
+    "--temperature": "temperature",
+    "--batch-size": "batch_size",
+    "--max-new-tokens": "max_new_tokens",
+}
+
+
+def _with_eval_flags(config: TrainConfig, flags: dict[str, Any]) -> TrainConfig:
+    """``config`` with the eval options given on the command line (``None``: not given); a bad value is
+    reported under its option's name with what is allowed, e.g. ``--samples: must be >= 1, got 0``."""
+    from pydantic import ValidationError
+
+    from vgrpo.config import EvalConfig
+
+    given = {EVAL_FLAGS[flag]: value for flag, value in flags.items() if value is not None}
+    try:
+        section = EvalConfig.model_validate({**config.eval.model_dump(), **given})
+    except ValidationError as exc:
+        names = {field: flag for flag, field in EVAL_FLAGS.items() if field in given}
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = names.get(field, f"eval.{field}")
+            problems.append(f"{name}: {_allowed(err)}")
+        raise ParamsError("; ".join(problems)) from None
+    return config.model_copy(update={"eval": section})
+
+
+def _allowed(err: Any) -> str:
+    """One pydantic error as what is allowed and what was given."""
+    ctx, got = err.get("ctx") or {}, err.get("input")
+    bounds = {
+        "greater_than_equal": (">=", "ge"),
+        "greater_than": (">", "gt"),
+        "less_than_equal": ("<=", "le"),
+        "less_than": ("<", "lt"),
+    }
+    if err["type"] in bounds:
+        op, key = bounds[err["type"]]
+        return f"must be {op} {ctx[key]}, got {got!r}"
+    if err["type"] == "value_error":  # our validators' messages say what they got
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+@dataclass
+class _EvalInputs:
+    """What ``vgrpo eval`` evaluates: the model, its adapter, the task splits, and where results go."""
+
+    config: TrainConfig
+    model_path: str
+    adapter: ModelAdapter
+    splits: list[EvalSplit]
+    eval_dir: Path
+
+
+def _eval_inputs(args: argparse.Namespace, registry: PluginRegistry) -> _EvalInputs:
+    """The model (a config's latest checkpoint, else its model; or ``--model``), the adapter chosen from the
+    model's config.json, then the splits, whose ``coords`` param defaults to that adapter's convention."""
+    from vgrpo.checkpoint import latest_checkpoint
+    from vgrpo.config import load_config
+    from vgrpo.data import load_jsonl
+    from vgrpo.evaluate import EvalSplit, build_eval_splits
+    from vgrpo.mixture import task_params
+    from vgrpo.models.adapters import adapter_for
+
+    flags = {"--samples": args.samples, "--k": args.k, "--temperature": args.temperature}
+    if args.config is not None:
+        config = _with_eval_flags(load_config(args.config, args.overrides), flags)
+        out = Path(config.output_dir)
+        checkpoint = latest_checkpoint(out) if out.exists() else None
+        model_path = str(checkpoint or config.model.name_or_path)
+        adapter = adapter_for(registry.model_adapters, config.model.adapter, model_path)
+        splits = build_eval_splits(config, registry, adapter)
+        return _EvalInputs(config, model_path, adapter, splits, out / "eval")
+    if not (args.model and args.task and args.data):
+        raise ParamsError("eval: expected CONFIG, or --model PATH --task TASK --data FILE")
+    flags |= {"--batch-size": args.batch_size, "--max-new-tokens": args.max_new_tokens}
+    config = _with_eval_flags(load_config(None), flags)
+    task = registry.task(args.task)
+    given = json_arg(args.params, "--params")
+    task.params(given)  # a bad --params is reported before the model is read
+    adapter = adapter_for(registry.model_adapters, config.model.adapter, args.model)
+    params = task_params(task, given, adapter)
+    samples = load_jsonl(args.data, task, image_root=args.image_root)
+    return _EvalInputs(config, args.model, adapter, [EvalSplit(task, params, samples)], Path(args.output_dir))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vgrpo.evaluate import COUNT_KEYS, METRICS, eval_settings, evaluate
+
+    run = _eval_inputs(args, registry_of(args))
+    mcfg = run.config.model
+    model, processor = run.adapter.load(
+        run.model_path,
+        dtype=getattr(torch, mcfg.dtype),
+        attn_implementation=mcfg.attn_implementation,
+        min_pixels=mcfg.min_pixels,
+        max_pixels=mcfg.max_pixels,
+        seed=run.config.seed,
+    )
+    if torch.cuda.is_available():
+        model.to("cuda")
+    settings = eval_settings(run.config)
+    columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console(stderr=True)) as progress:
+        metrics = evaluate(
+            model, processor, run.adapter, run.splits, run.eval_dir, progress=progress, **settings
+        )
+    n = settings["num_samples"]
+    how = "greedy" if n == 1 else f"{n} samples per record at temperature {settings['temperature']:g}"
+    table = Table(
+        title=f"eval of {run.model_path} ({how}) → {run.eval_dir / METRICS}",
+        title_justify="left",
+        caption="parsed, unparsed: of all completions; one that does not parse counts as wrong",
+    )
+    for col in ("task", "records", "parsed", "unparsed", "metric", "value"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task_name, values in metrics.items():
+        shown = [(k, f"{v:.4f}") for k, v in values.items() if k not in COUNT_KEYS] or [("", "")]
+        counts = (task_name, f"{values['n']:.0f}", f"{values['parse_rate']:.1%}", f"{values['unparsed']:.0f}")
+        for i, (key, value) in enumerate(shown):
+            table.add_row(*cells(*(counts if i == 0 else ("",) * 4), key, value))
+    console().print(table)
+    return 0
+
+
+# -- vgrpo train / config ------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from vgrpo.config import load_config
+    from vgrpo.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    registry = registry_of(args)
+    if int(os.environ.get("RANK", "0")) == 0 and not args.verbose:  # with -v the trainer logs the same lines
+        from vgrpo.env import plugin_summary_lines, version_summary
+
+        err = console(stderr=True)
+        for line in [version_summary(), *plugin_summary_lines(registry)]:
+            err.print(Text(line, style="dim"))
+    out = Trainer(config, registry).train()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate/torchrun the first process reports for all
+    where = f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"
+    console().print(Text.assemble(("done: ", "bold green"), where))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from vgrpo.config import TrainConfig, dump_config, load_config
+
+    if args.action == "schema":
+        print(json.dumps(TrainConfig.model_json_schema(), indent=2))
+        return 0
+    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    return 0
