@@ -141,7 +141,9 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path
 
     from vgrpo import TrainingError
 
-    real_loss = Trainer._loss
+    from vgrpo.policy import Policy
+
+    real_loss = Policy.loss
     calls = {"n": 0}
 
     def sometimes_nan(self, *args, **kwargs):
@@ -151,7 +153,7 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path
             return SimpleNamespace(loss=out.loss * float("nan"), kl=out.kl, clip_ratio=out.clip_ratio)
         return out
 
-    monkeypatch.setattr(Trainer, "_loss", sometimes_nan)
+    monkeypatch.setattr(Policy, "loss", sometimes_nan)
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match="3 steps in a row"):
         Trainer(_config(data, out, "optim.max_steps=10", "checkpoint.every=100")).train()

@@ -6,16 +6,22 @@ and loading it. The trainer assembles what goes in (:class:`TrainingState`); thi
         processor and tokenizer files
         lora/                                the peft adapter of a LoRA run (``adapter/`` in older checkpoints)
         deepspeed/                           DeepSpeed's partitioned optimizer and scheduler state
-        trainer_state.pt                     step, optimizer, scheduler, sampler, RNG, world size, config
-        rank-<r>.pt                          each process's RNG states and event counters
+        trainer_state.json, .safetensors     step, optimizer, scheduler, sampler, RNG, world size, config
+        rank-<r>.json, .safetensors          each process's RNG states and event counters
         config.yaml                          the resolved config
+        manifest.json                        run id, step, every file's size and sha256 — written last
 
-A checkpoint is written to ``.tmp-checkpoint-<step>/`` and renamed when complete, so a run killed while
-saving leaves no half-written ``checkpoint-<step>``. Saving and loading are collective: every rank calls them.
+Nothing is pickled: structure is JSON, tensors are safetensors (checkpoints of the older layout, with
+``.pt`` files, are read with ``torch.load(weights_only=True)``, which refuses code). A checkpoint is written to
+``.tmp-checkpoint-<step>/`` and renamed when complete, so a run killed while saving leaves no half-written
+``checkpoint-<step>``; ``resume=auto`` takes the newest checkpoint whose manifest checks out. Saving and loading
+are collective: every rank calls them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import shutil
@@ -34,8 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-RANK_RE = re.compile(r"^rank-(\d+)\.pt$")
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = "trainer_state.json"
+OLD_STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "config.yaml"
 DEEPSPEED_DIR = "deepspeed"
 LORA_DIR = "lora"
@@ -74,11 +80,122 @@ def resume_path(output_dir: Path, resume: str) -> Path | None:
     if resume == "never":
         return None
     if resume == "auto":
-        return latest_checkpoint(output_dir)
+        return latest_intact_checkpoint(output_dir)
     path = Path(resume)
-    if not (path / STATE_FILE).exists():
+    if not (path / STATE_FILE).exists() and not (path / OLD_STATE_FILE).exists():
         raise CheckpointError(f"resume={resume}: not a checkpoint folder (no {STATE_FILE})")
+    if (problem := checkpoint_problem(path)) is not None:
+        raise CheckpointError(f"resume={resume}: the checkpoint is damaged: {problem}")
     return path
+
+
+#: Config keys (dotted prefixes) whose change breaks an exact resume: refused unless
+#: ``checkpoint.allow_config_change=true``. Every other change is applied and announced (``optim.lr``: the
+#: schedule continues from the new rate; ``optim.max_steps``, ``logging``, ``eval``, ``checkpoint``, ...).
+EXACTNESS_KEYS = (
+    "seed", "model.name_or_path", "model.adapter", "model.lora", "model.dtype", "model.freeze_vision",
+    "model.min_pixels", "model.max_pixels", "tasks", "grpo.num_generations", "grpo.num_iterations",
+    "grpo.scale_rewards", "optim.prompts_per_step", "optim.gradient_accumulation_steps", "generation",
+)  # fmt: skip
+#: Keys that differ between a run and its resume by nature, or that only say where files are.
+UNCOMPARED_KEYS = ("output_dir", "checkpoint.resume", "checkpoint.allow_config_change")
+_MOVABLE = re.compile(r"^tasks\[\d+\]\.(data|image_root)(\[|$)")  # data may move; the sampler checks its size
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """A config key whose value differs between a checkpoint and the run resuming it."""
+
+    key: str
+    saved: Any
+    now: Any
+    breaks_exactness: bool
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.saved!r} → {self.now!r}"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        out = {f"{prefix}.len": len(value)}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _breaks_exactness(key: str) -> bool:
+    if _MOVABLE.match(key):
+        return False
+    return any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in EXACTNESS_KEYS)
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[ConfigChange]:
+    """Every dotted key whose value differs between a checkpoint's resolved config and the current one."""
+    a, b = _flatten(saved), _flatten(now)
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(f"{k}.") for k in UNCOMPARED_KEYS) or a.get(key) == b.get(key):
+            continue
+        changes.append(ConfigChange(key.removesuffix(".len"), a.get(key), b.get(key), _breaks_exactness(key)))
+    return changes
+
+
+def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool) -> list[ConfigChange]:
+    """The config changes since ``checkpoint`` was written (read from its config.yaml); a
+    :class:`CheckpointError` listing them when one breaks exactness and ``allow`` is false."""
+    import yaml
+
+    path = checkpoint / CONFIG_FILE
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint's config ({exc})") from None
+    changes = config_changes(saved, now)
+    refused = [c for c in changes if c.breaks_exactness]
+    if refused and not allow:
+        raise CheckpointError(
+            f"resuming {checkpoint} with a changed config would not continue the same run: "
+            + "; ".join(str(c) for c in refused)
+            + ". Restore those values, start a new run (resume=never or another output_dir), or set "
+            "checkpoint.allow_config_change=true to resume anyway"
+        )
+    return changes
+
+
+def apply_config_changes(changes: list[ConfigChange], optimizer: Any, scheduler: Any) -> None:
+    """Announce each config change of a resume and apply those the restored state would hide: a new
+    ``optim.lr`` rescales the schedule's base (lr = base · schedule(step)), and a new ``lr``, ``max_steps``,
+    ``warmup_steps`` or ``lr_scheduler`` sets the current rate from the new schedule at the resumed step."""
+    for c in changes:
+        log.warning("resume: config changed: %s%s", c, " (breaks exactness; allowed by "
+                    "checkpoint.allow_config_change)" if c.breaks_exactness else "")  # fmt: skip
+        if c.key == "optim.lr" and c.saved:
+            scheduler.base_lrs = [b * float(c.now) / float(c.saved) for b in scheduler.base_lrs]
+    schedule_keys = {"optim.lr", "optim.max_steps", "optim.warmup_steps", "optim.lr_scheduler"}
+    if schedule_keys & {c.key for c in changes} and hasattr(scheduler, "lr_lambdas"):
+        lrs = [b * f(scheduler.last_epoch) for b, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a run resumed from: the checkpoint, its step, and what changed in the config since."""
+
+    checkpoint: Path
+    step: int
+    changes: list[ConfigChange]
+
+    def __str__(self) -> str:
+        changed = f"; config changed: {', '.join(c.key for c in self.changes)}" if self.changes else ""
+        return f"resuming from {self.checkpoint} at step {self.step}{changed}"
 
 
 @dataclass
@@ -113,27 +230,55 @@ class TrainingState:
 
 
 class Checkpointer:
-    """Writes, prunes and loads the checkpoints of one run's ``output_dir``."""
+    """Writes, prunes, verifies and loads the checkpoints of one run's ``output_dir``.
 
-    def __init__(self, output_dir: Path, dist: Distributed, save_total_limit: int | None = None) -> None:
+    ``run_id`` names the run: each checkpoint's manifest records it, and pruning only ever deletes checkpoints of
+    this run (never an older run's that shares the folder)."""
+
+    def __init__(self, output_dir: Path, dist: Distributed, save_total_limit: int | None = None,
+                 run_id: str = "") -> None:  # fmt: skip
         self.output_dir = Path(output_dir)
         self.dist = dist
         self.save_total_limit = save_total_limit
+        self.run_id = run_id
 
     def save(self, state: TrainingState, weights: Weights, config_yaml: str) -> Path:
-        """``checkpoint-<step>/`` for ``state.step``, written to a temporary folder and renamed when complete."""
+        """``checkpoint-<step>/`` for ``state.step``, written to a temporary folder, its manifest last, and
+        renamed when complete. A full disk ends in a :class:`CheckpointError` naming the folder and the space
+        left, and the partial folder is removed."""
         dist, main = self.dist, self.dist.is_main
         final = self.output_dir / checkpoint_name(state.step)
         tmp = self.output_dir / f".tmp-{checkpoint_name(state.step)}"
-        if main:
+        try:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            dist.barrier()
+            self._write(tmp, state, weights, config_yaml)
+            dist.barrier()
+            if main:
+                write_manifest(tmp, run_id=self.run_id, step=state.step)
+                if final.is_dir():  # a damaged checkpoint of this step, which the resume skipped
+                    shutil.rmtree(final)
+                elif final.exists():
+                    final.unlink()
+                tmp.rename(final)
+                self.prune()
+        except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            free = shutil.disk_usage(self.output_dir).free if self.output_dir.exists() else 0
+            raise CheckpointError(f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
+                                  f"{self.output_dir}: free some space or set output_dir elsewhere") from None  # fmt: skip
         dist.barrier()
+        return final
+
+    def _write(self, tmp: Path, state: TrainingState, weights: Weights, config_yaml: str) -> None:
+        dist = self.dist
         state_dict = None
         if dist.deepspeed:
             state_dict = dist.accelerator.get_state_dict(weights.model)  # gathers ZeRO-3 partitions
             weights.model.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state")  # optimizer + scheduler shards
-        if main:
+        if dist.is_main:
             if weights.peft_model is not None:
                 state_dict = state_dict if state_dict is not None else weights.unwrapped.state_dict()
                 weights.peft_model.save_pretrained(tmp / LORA_DIR, state_dict={
@@ -141,34 +286,29 @@ class Checkpointer:
                 state_dict = merged_lora_state_dict(state_dict, weights.lora_scaling)
             weights.unwrapped.save_pretrained(tmp, state_dict=state_dict)
             weights.processor.save_pretrained(tmp)
-            torch.save({
-                "step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "rng": state.rng,
-                "sampler": state.sampler, "world_size": state.world_size, "config": state.config,
-            }, tmp / STATE_FILE)  # fmt: skip
+            _save_tree(tmp, STATE_STEM, {
+                "format": FORMAT, "step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler,
+                "rng": state.rng, "sampler": state.sampler, "world_size": state.world_size, "config": state.config,
+            })  # fmt: skip
             (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-        torch.save({"rng": state.rng, "counters": dict(state.counters),
-                    "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
-                   tmp / f"rank-{dist.rank}.pt")  # fmt: skip
-        dist.barrier()
-        if main:
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            self.prune()
-        dist.barrier()
-        return final
+        _save_tree(tmp, f"rank-{dist.rank}", {
+            "rng": state.rng, "counters": dict(state.counters),
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        })  # fmt: skip
 
     def prune(self) -> None:
-        """Keep the ``save_total_limit`` checkpoints with the highest steps."""
+        """Keep the ``save_total_limit`` checkpoints of this run with the highest steps; other runs' stay."""
         if self.save_total_limit is None:
             return
-        for _, path in checkpoints(self.output_dir)[: -self.save_total_limit]:
+        own = [path for _, path in checkpoints(self.output_dir) if read_manifest(path).get("run_id") == self.run_id]
+        for path in own[: -self.save_total_limit]:
             shutil.rmtree(path, ignore_errors=True)
 
     def load(self, path: Path, *, model: Any, optimizer: Any, scheduler: Any, sampler: Any) -> TrainingState:
         """Restore optimizer, scheduler, sampler and this rank's RNG from ``path``; the returned state carries
         the step and (on the main process) the event counters of every saved rank. The weights are loaded with
-        the model (:func:`load_lora` for a LoRA run's adapter)."""
-        saved = torch.load(path / STATE_FILE, weights_only=False, map_location="cpu")
+        the model (:func:`load_lora` for a LoRA run's adapter). Nothing in a checkpoint is unpickled."""
+        saved = _load_tree(path, STATE_STEM)
         saved_world = int(saved.get("world_size", 1))
         if self.dist.deepspeed:
             if not (path / DEEPSPEED_DIR).exists():
@@ -185,20 +325,151 @@ class Checkpointer:
             optimizer.load_state_dict(saved["optimizer"])  # moved to the parameters' device
         scheduler.load_state_dict(saved["scheduler"])
         sampler.load_state_dict(saved["sampler"])
-        ranks = {int(m.group(1)): f for f in path.glob("rank-*.pt") if (m := RANK_RE.match(f.name))}
-        own = ranks.get(self.dist.rank)
-        mine = torch.load(own, weights_only=False) if own is not None else {"rng": saved["rng"]}
+        ranks = _rank_files(path)
+        mine = _load_tree(path, ranks[self.dist.rank]) if self.dist.rank in ranks else {"rng": saved["rng"]}
         torch.set_rng_state(mine["rng"])
         if mine.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(mine["cuda_rng"])
         counters: Counter[str] = Counter()
         if self.dist.is_main:  # event counts of every saved rank, whatever the number of processes now
-            for f in ranks.values():
-                counters.update(torch.load(f, weights_only=False).get("counters", {}))
+            for stem in ranks.values():
+                counters.update(_load_tree(path, stem).get("counters", {}))
         log.info("resumed from %s at step %d", path, int(saved["step"]))
         return TrainingState(step=int(saved["step"]), optimizer=None, scheduler=saved["scheduler"],
                              sampler=saved["sampler"], world_size=saved_world, config=saved.get("config", {}),
                              rng=mine["rng"], counters=counters)  # fmt: skip
+
+
+# -- files without pickles: JSON for structure, safetensors for tensors -----------------------------------------
+FORMAT = 2
+STATE_STEM = "trainer_state"
+MANIFEST = "manifest.json"
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` as JSON data; each tensor moves to ``tensors`` and leaves ``{"__tensor__": key}`` behind."""
+    if torch.is_tensor(obj):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint state: cannot store a {type(obj).__name__} without pickling it")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__items__"}:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    return obj
+
+
+def _save_tree(folder: Path, stem: str, obj: Any) -> None:
+    """``<stem>.json`` (structure) and ``<stem>.safetensors`` (its tensors)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    data = _encode(obj, tensors)
+    save_file(tensors, str(folder / f"{stem}.safetensors"))
+    (folder / f"{stem}.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def _load_tree(folder: Path, stem: str) -> Any:
+    """What :func:`_save_tree` wrote; a checkpoint of the older layout (``<stem>.pt``) is read with
+    ``torch.load(weights_only=True)``, which refuses anything but tensors and plain data."""
+    from safetensors.torch import load_file
+
+    if (folder / f"{stem}.json").exists():
+        try:
+            data = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+            return _decode(data, load_file(str(folder / f"{stem}.safetensors")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{folder / stem}.json: unreadable checkpoint state ({exc})") from None
+    legacy = folder / f"{stem}.pt"
+    try:
+        return torch.load(legacy, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no {stem}.json: not a complete checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - an unpickling refusal, a truncated file: the same answer
+        raise CheckpointError(f"{legacy}: refused to load ({type(exc).__name__}: {str(exc)[:200]}); a checkpoint "
+                              "must hold only tensors and plain data. Resume from another checkpoint or start a new "
+                              "run (resume=never)") from None  # fmt: skip
+
+
+def _rank_files(path: Path) -> dict[int, str]:
+    """Rank → file stem of the per-rank state files (``rank-<r>.json``, or ``rank-<r>.pt`` of older checkpoints)."""
+    found = {}
+    for f in path.glob("rank-*"):
+        if m := re.match(r"^rank-(\d+)\.(json|pt)$", f.name):
+            found[int(m.group(1))] = f"rank-{m.group(1)}"
+    return found
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(folder: Path, *, run_id: str, step: int) -> None:
+    """``manifest.json``: the run, the step and every file's size and hash — written last, so a checkpoint with
+    an intact manifest is complete."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "run_id": run_id, "step": step, "files": files},
+                                              indent=1), encoding="utf-8")  # fmt: skip
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A checkpoint's manifest ({} when it has none or it does not parse)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not an intact checkpoint, or None. With a manifest every file's size and hash must
+    match; an older checkpoint without one needs its state and weights files."""
+    if not folder.is_dir():
+        return "not a folder"
+    manifest = read_manifest(folder)
+    if not manifest:
+        if (folder / MANIFEST).exists():
+            return f"{MANIFEST} does not parse"
+        if not (folder / f"{STATE_STEM}.pt").exists() or not any(folder.glob("model*.safetensors")):
+            return f"no {MANIFEST}, and no {STATE_STEM}.pt and model weights of an older checkpoint"
+        return None
+    for name, meta in manifest.get("files", {}).items():
+        p = folder / name
+        if not p.is_file():
+            return f"{name} is missing"
+        if p.stat().st_size != meta.get("size"):
+            return f"{name} has {p.stat().st_size} bytes, the manifest says {meta.get('size')}"
+        if _sha256(p) != meta.get("sha256"):
+            return f"{name} does not match its hash in the manifest"
+    return None
+
+
+def latest_intact_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint that :func:`checkpoint_problem` finds intact; each newer broken one is skipped
+    with a warning saying why."""
+    for _, path in reversed(checkpoints(Path(output_dir))):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("skipping %s: %s; trying the previous checkpoint", path, problem)
+    return None
 
 
 def load_lora(peft_model: Any, checkpoint: Path) -> None:

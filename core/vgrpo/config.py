@@ -223,6 +223,10 @@ class CheckpointConfig(_Section):
     every: int = Field(50, ge=1, description="Save a checkpoint every N optimizer steps (and at the end).")
     save_total_limit: int | None = Field(3, ge=1, description="Keep at most this many checkpoints; null keeps all.")
     resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'never', or a checkpoint path.")
+    overwrite: bool = Field(
+        False, description="With resume=never, start over in an output_dir that holds an earlier run: its files are "
+        "moved to output_dir/previous-runs/<time>/ (never deleted); without it such a run is refused."
+    )
     allow_config_change: bool = Field(
         False, description="Resume even when the config changed in a way that breaks exactness (model, tasks, "
         "seed, num_generations, prompts_per_step, ...); other changes are applied and announced either way."

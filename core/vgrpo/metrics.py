@@ -154,11 +154,11 @@ class MetricsLogger:
             self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=step)
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows after ``step`` (a resumed run re-logs the steps after its checkpoint)."""
+        """Drop rows after ``step`` (a resumed run re-logs the steps after its checkpoint; a cut line goes too)."""
+        from vgrpo.run_dir import truncate_jsonl
+
         self._file.close()
-        rows = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        truncate_jsonl(self.path, step)
         self._file = self.path.open("a", encoding="utf-8")
 
     def close(self) -> None:

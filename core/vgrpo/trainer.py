@@ -12,9 +12,10 @@ loss is normalised over the global batch, so a step gives the same result on one
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,21 +24,31 @@ import torch
 
 from vgrpo.advantages import group_advantages
 from vgrpo.batch import Generation, MicroBatch
-from vgrpo.checkpoint import Checkpointer, TrainingState, Weights, resume_path
+from vgrpo.checkpoint import (
+    Checkpointer,
+    Resumed,
+    TrainingState,
+    Weights,
+    apply_config_changes,
+    check_resume_config,
+    read_manifest,
+    resume_path,
+)
 from vgrpo.config import TrainConfig, dump_config
 from vgrpo.distributed import Distributed
 from vgrpo.env import plugin_summary_lines, version_summary
-from vgrpo.errors import TrainingError
+from vgrpo.errors import TrainingError, VgrpoError
 from vgrpo.evaluate import EvalSplit, build_eval_splits, eval_settings, evaluate, flat_metrics
-from vgrpo.loss import LossOutput, policy_loss
 from vgrpo.metrics import MetricsLogger, StepStats, write_completions
 from vgrpo.mixture import MixtureEntry, MixtureSampler, build_mixture
 from vgrpo.models.adapters import ModelAdapter, adapter_for
 from vgrpo.models.loading import load_run_models
 from vgrpo.plugins import PluginRegistry, get_registry
+from vgrpo.policy import Policy
 from vgrpo.prompts import Prompt, draw_prompts, encode_prompts
 from vgrpo.reward_pool import RewardPool
-from vgrpo.rollout import Rollout, completion_logprobs, eos_token_ids, row_seed, sample
+from vgrpo.run_dir import RunLock, start_fresh, truncate_jsonl
+from vgrpo.rollout import eos_token_ids, row_seed, sample
 from vgrpo.scoring import score_rollout
 
 log = logging.getLogger(__name__)
@@ -74,26 +85,45 @@ class Trainer:
         self.entries: list[MixtureEntry] = []
         self.eval_splits: list[EvalSplit] = []
         self.sampler: MixtureSampler | None = None
-        self.model: Any = None
-        """The policy as trained (wrapped by DDP or DeepSpeed when several processes run)."""
-        self.unwrapped: Any = None
-        self.peft_model: Any = None
-        self.ref_model: Any = None
+        self.policy: Policy | None = None
+        """The model being trained, its optimizer and schedule, and its reference."""
         self.processor: Any = None
-        self.optimizer: Any = None
-        self.scheduler: Any = None
         self.eos_ids: list[int] = []
         self.reward_pool: RewardPool | None = None
         self.metrics: MetricsLogger | None = None
         self.checkpointer: Checkpointer | None = None
         self._completions_path = self.output_dir / "completions.jsonl"
+        self.lock = RunLock(self.output_dir)
+        """Held from setup to cleanup: one run at a time writes to output_dir."""
         self._is_set_up = False
         self._stop_requested = False
         self._nonfinite = 0
         self._reported: set[str] = set()  # plugin failures already shown on the console
+        self.resumed: Resumed | None = None
+        """Where setup resumed the run from, if it did."""
+        self.interrupted_by: int | None = None
+        """The signal that stopped training early (after a checkpoint), if one did."""
+
+    @property
+    def model(self) -> Any:
+        """The policy as trained (wrapped by DDP or DeepSpeed when several processes run); None before setup."""
+        return self.policy.model if self.policy is not None else None
+
+    @property
+    def unwrapped(self) -> Any:
+        """The plain Hugging Face model being trained; None before setup."""
+        return self.policy.unwrapped if self.policy is not None else None
 
     # -- setup -----------------------------------------------------------------------------------------------
     def setup(self) -> None:
+        """Everything a run needs before its first step; what was set up is cleaned up when a step of it fails."""
+        try:
+            self._setup()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _setup(self) -> None:
         cfg, mcfg = self.config, self.config.model
         self.registry.require(cfg.required_plugins)
         self.dist = dist = Distributed()
@@ -105,39 +135,79 @@ class Trainer:
         self.eval_splits = build_eval_splits(cfg, self.registry, self.adapter) if cfg.eval.every else []
         self.sampler = MixtureSampler([len(e.samples) for e in self.entries], [t.weight for t in cfg.tasks], cfg.seed)
         torch.manual_seed(cfg.seed)
+        self._on_main(self.lock.acquire)  # before anything is written
         resume_from = resume_path(self.output_dir, cfg.checkpoint.resume)
+        changes = []
+        if resume_from is not None:  # before any model loads: a refused change fails fast
+            changes = check_resume_config(resume_from, cfg.model_dump(mode="json"),
+                                          allow=cfg.checkpoint.allow_config_change)  # fmt: skip
+        else:
+            self._on_main(lambda: start_fresh(self.output_dir, resume=cfg.checkpoint.resume,
+                                              overwrite=cfg.checkpoint.overwrite))  # fmt: skip
+        run_id = (read_manifest(resume_from).get("run_id") if resume_from else None) or uuid.uuid4().hex[:12]
         models = load_run_models(self.adapter, mcfg, seed=cfg.seed, beta=cfg.grpo.beta, dist=dist,
                                  resume_from=resume_from)  # fmt: skip
-        self.processor, self.ref_model, self.peft_model = models.processor, models.reference, models.peft_model
+        self.processor = models.processor
         torch.manual_seed(cfg.seed + dist.rank)  # ranks draw different dropout masks
-        optimizer, self.scheduler = self._setup_optimizer(models.policy)
+        optimizer, scheduler = self._setup_optimizer(models.policy)
         o = cfg.optim
-        self.model, self.optimizer, _ = dist.prepare(
-            models.policy, optimizer, self.scheduler, rows_per_micro_batch=o.prompts_per_step * cfg.grpo.num_generations,
+        model, optimizer, _ = dist.prepare(
+            models.policy, optimizer, scheduler, rows_per_micro_batch=o.prompts_per_step * cfg.grpo.num_generations,
             gradient_accumulation_steps=o.gradient_accumulation_steps, max_grad_norm=o.max_grad_norm,
             bf16=mcfg.dtype == "bfloat16",
         )  # fmt: skip
-        self.unwrapped = dist.unwrap(self.model)
-        if self.ref_model is not None:
-            self.ref_model = dist.prepare_reference(self.ref_model)
+        reference = dist.prepare_reference(models.reference) if models.reference is not None else None
+        self.policy = Policy(cfg, dist, self.adapter, model, optimizer, scheduler, reference=reference,
+                             peft_model=models.peft_model)  # fmt: skip
         self.eos_ids = eos_token_ids(self.unwrapped, self.processor)
         workers = cfg.rewards.workers
         self.reward_pool = RewardPool(workers, cfg.rewards.timeout_s) if workers > 0 else None
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpointer = Checkpointer(self.output_dir, dist, cfg.checkpoint.save_total_limit)
+        self.checkpointer = Checkpointer(self.output_dir, dist, cfg.checkpoint.save_total_limit, run_id)
         if dist.is_main:
             (self.output_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
             self.metrics = MetricsLogger(self.output_dir, tensorboard=cfg.logging.tensorboard,
                                          wandb=cfg.logging.wandb, config=cfg.model_dump(mode="json"))  # fmt: skip
             log.info("distributed: %s", dist.describe())
         if resume_from is not None:
-            state = self.checkpointer.load(resume_from, model=self.model, optimizer=self.optimizer,
-                                           scheduler=self.scheduler, sampler=self.sampler)  # fmt: skip
+            state = self.checkpointer.load(resume_from, model=model, optimizer=optimizer, scheduler=scheduler,
+                                           sampler=self.sampler)  # fmt: skip
             self.step = state.step
             self.counters.update(state.counters)
-            if self.metrics is not None:
+            apply_config_changes(changes, optimizer, scheduler)
+            self.resumed = Resumed(resume_from, state.step, changes)
+            if self.metrics is not None:  # nothing after the resumed step is logged twice
                 self.metrics.truncate_after(self.step)
+                truncate_jsonl(self._completions_path, self.step)
         self._is_set_up = True
+
+    def _on_main(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the main process only; when it fails, every process stops with its error."""
+        assert self.dist is not None
+        error: VgrpoError | None = None
+        if self.dist.is_main:
+            try:
+                fn()
+            except VgrpoError as exc:
+                error = exc
+        if not self.dist.all_true(error is None):
+            raise error or TrainingError("the main process stopped the run at start-up (see its message)")
+
+    def summary(self) -> list[str]:
+        """What the run header shows after setup: the model and its adapter, the box convention each task
+        uses, and where a resume continues from."""
+        assert self.adapter is not None
+        mcfg = self.config.model
+        lines = [f"model {mcfg.name_or_path}: model adapter {self.adapter.name} "
+                 f"(default coords {self.adapter.default_coords})"]  # fmt: skip
+        for entry, item in zip(self.entries, self.config.tasks):
+            coords = getattr(entry.params, "coords", None)
+            if coords is not None:
+                how = "set in the config" if "coords" in (item.params or {}) else "the model adapter's convention"
+                lines.append(f"task {entry.task.name}: coords={coords} ({how})")
+        if self.resumed is not None:
+            lines.append(str(self.resumed))
+        return lines
 
     def _setup_optimizer(self, model: Any) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
@@ -189,8 +259,8 @@ class Trainer:
             mask = gen.rollout.completion_mask
             if g.mask_truncated_completions:
                 mask = mask * (~gen.rollout.truncated).unsqueeze(1).float()
-            old = self._logps_no_grad(self.model, gen.rollout) if g.num_iterations > 1 else None
-            batches.append(MicroBatch(gen.rollout, advantages, mask, old, self._reference_logps(gen.rollout)))
+            old = self.policy.logps(gen.rollout) if g.num_iterations > 1 else None
+            batches.append(MicroBatch(gen.rollout, advantages, mask, old, self.policy.reference_logps(gen.rollout)))
             every = self.config.logging.completions_every
             if every and (self.step + 1) % every == 0:
                 rows = [{"step": self.step + 1, "task": self.entries[gen.entries[i]].task.name, "id": gen.samples[i].id,
@@ -198,35 +268,6 @@ class Trainer:
                         for i, text in enumerate(gen.rollout.texts)]  # fmt: skip
                 write_completions(self._completions_path, rows, self.dist)
         return batches
-
-    def _loss(self, batch: MicroBatch, num_items: float) -> LossOutput:
-        """The micro-batch's loss, computed inside the wrapped model's forward (DDP gradient sync, ZeRO-3)."""
-        assert self.dist is not None and self.adapter is not None
-        gen = self.config.generation
-
-        def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            out = policy_loss(self.unwrapped, self.adapter, batch, self.config.grpo, temperature=gen.temperature,
-                              max_completion_length=gen.max_completion_length, num_items=num_items,
-                              fused=self.config.model.logprobs == "fused")  # fmt: skip
-            return out.loss, out.kl, out.clip_ratio
-
-        loss, kl, clip_ratio = self.dist.forward(self.model, forward)
-        return LossOutput(loss=loss, kl=kl.detach(), clip_ratio=clip_ratio.detach())
-
-    def _logps_no_grad(self, model: Any, rollout: Rollout) -> torch.Tensor:
-        assert self.dist is not None and self.adapter is not None
-        with torch.no_grad():
-            return completion_logprobs(self.dist.unwrap(model), self.adapter, rollout,
-                                       temperature=self.config.generation.temperature,
-                                       impl=self.config.model.logprobs)  # fmt: skip
-
-    def _reference_logps(self, rollout: Rollout) -> torch.Tensor | None:
-        if self.config.grpo.beta == 0.0:
-            return None
-        if self.peft_model is not None:
-            with self.peft_model.disable_adapter():  # the base model, as the run started
-                return self._logps_no_grad(self.model, rollout)
-        return self._logps_no_grad(self.ref_model, rollout)
 
     def train_step(self) -> list[dict[str, Any]]:
         """Generate one batch, then num_iterations optimizer steps on it; returns their metric rows."""
@@ -251,45 +292,17 @@ class Trainer:
 
     def _optimize(self, batches: list[MicroBatch], num_items: float, stats: StepStats, start: float) -> dict[str, Any]:
         """One optimizer step over the micro-batches (gradient accumulation); its metrics row."""
-        assert self.dist is not None
-        dist, o, g = self.dist, self.config.optim, self.config.grpo
-        ga = len(batches)
-        losses, kls, clips = [], [], []
-        finite = True
-        for i, batch in enumerate(batches):
-            with dist.accumulating(self.model, last=i == ga - 1):
-                out = self._loss(batch, num_items)
-                loss = out.loss if g.loss_type == "dapo" else out.loss / ga
-                if not dist.deepspeed and not dist.all_true(bool(torch.isfinite(loss))):
-                    finite = False  # every rank skips; DeepSpeed instead drops the step at its overflow check
-                    break
-                dist.backward(self.model, loss, last=i == ga - 1)
-            losses.append(float(loss.detach()))
-            tokens = float(batch.mask.sum())  # statistics are weighted so they mean the same on any number of processes
-            kls.append((float(out.kl) * tokens, tokens))
-            per = tokens if g.importance_sampling_level == "token" else float(batch.mask.size(0))
-            clips.append((float(out.clip_ratio) * per, per))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = float("nan")
-        lr = self.scheduler.get_last_lr()[0]
-        if finite:
-            grad_norm = dist.step(self.model, self.optimizer, self.scheduler, params, o.max_grad_norm)
-            finite = math.isfinite(grad_norm) and all(math.isfinite(x) for x in losses)
-        else:
-            dist.drop_gradients(self.model, self.optimizer)
+        assert self.dist is not None and self.policy is not None
+        result = self.policy.step(batches, num_items)
         self.step += 1
-        if not finite:
+        if not result.finite:
             return self._nonfinite_step()
         self._nonfinite = 0
-        reduced = stats.reduce(dist, self.counters)
-        if dist.is_main:
+        reduced = stats.reduce(self.dist, self.counters)
+        if self.dist.is_main:
             reduced.report(self._reported, self._plugin_of)
-        return {
-            "step": self.step, "loss": dist.mean(sum(losses)),
-            "kl": dist.sum(sum(x for x, _ in kls)) / max(dist.sum(sum(w for _, w in kls)), 1.0),
-            "clip_ratio": dist.sum(sum(x for x, _ in clips)) / max(dist.sum(sum(w for _, w in clips)), 1.0),
-            "grad_norm": grad_norm, "lr": lr, **reduced.row(time.perf_counter() - start),
-        }  # fmt: skip
+        return {"step": self.step, "loss": result.loss, "kl": result.kl, "clip_ratio": result.clip_ratio,
+                "grad_norm": result.grad_norm, "lr": result.lr, **reduced.row(time.perf_counter() - start)}  # fmt: skip
 
     def _plugin_of(self, task: str) -> str:
         try:
@@ -341,19 +354,21 @@ class Trainer:
         """checkpoint-<step>/ (see :mod:`vgrpo.checkpoint`): weights, processor, optimizer, scheduler, sampler,
         RNG, counters and config. Collective: every rank calls it."""
         assert self.dist is not None and self.checkpointer is not None and self.sampler is not None
-        lora = self.config.model.lora
+        lora, policy = self.config.model.lora, self.policy
+        assert policy is not None
         state = TrainingState(
-            step=self.step, optimizer=None if self.dist.deepspeed else self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), sampler=self.sampler.state_dict(), world_size=self.dist.world,
+            step=self.step, optimizer=None if self.dist.deepspeed else policy.optimizer.state_dict(),
+            scheduler=policy.scheduler.state_dict(), sampler=self.sampler.state_dict(), world_size=self.dist.world,
             config=self.config.model_dump(mode="json"), counters=self.counters,
         )  # fmt: skip
-        weights = Weights(self.model, self.unwrapped, self.processor, self.peft_model, lora.alpha / lora.r)
+        weights = Weights(policy.model, policy.unwrapped, self.processor, policy.peft_model, lora.alpha / lora.r)
         return self.checkpointer.save(state, weights, dump_config(self.config))
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
         log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
         self._stop_requested = True
+        self.interrupted_by = signum
 
     def _stop_agreed(self) -> bool:
         """True when any rank was asked to stop (all ranks then stop after the same step)."""
@@ -404,5 +419,6 @@ class Trainer:
             self.metrics.close()
         if self.reward_pool is not None:
             self.reward_pool.close()
+        self.lock.release()
         if self.dist is not None:
             self.dist.close()

@@ -85,7 +85,7 @@ class _EvalInputs:
 def _eval_inputs(args: argparse.Namespace, registry: PluginRegistry) -> _EvalInputs:
     """The model (a config's latest checkpoint, else its model; or ``--model``), the adapter chosen from the
     model's config.json, then the splits, whose ``coords`` param defaults to that adapter's convention."""
-    from vgrpo.checkpoint import latest_checkpoint
+    from vgrpo.checkpoint import latest_intact_checkpoint
     from vgrpo.config import load_config
     from vgrpo.data import load_jsonl
     from vgrpo.evaluate import EvalSplit, build_eval_splits
@@ -96,7 +96,7 @@ def _eval_inputs(args: argparse.Namespace, registry: PluginRegistry) -> _EvalInp
     if args.config is not None:
         config = _with_eval_flags(load_config(args.config, args.overrides), flags)
         out = Path(config.output_dir)
-        checkpoint = latest_checkpoint(out) if out.exists() else None
+        checkpoint = latest_intact_checkpoint(out)
         model_path = str(checkpoint or config.model.name_or_path)
         adapter = adapter_for(registry.model_adapters, config.model.adapter, model_path)
         splits = build_eval_splits(config, registry, adapter)
@@ -169,11 +169,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         err = console(stderr=True)
         for line in [version_summary(), *plugin_summary_lines(registry)]:
             err.print(Text(line, style="dim"))
-    out = Trainer(config, registry).train()
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # under accelerate/torchrun the first process reports for all
-    where = f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"
-    console().print(Text.assemble(("done: ", "bold green"), where))
+    trainer = Trainer(config, registry)
+    trainer.setup()
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun the first process reports for all
+    if main:
+        for line in trainer.summary():  # the model adapter, each task's box convention, a resume
+            console(stderr=True).print(Text(line, style="dim"))
+    out = trainer.train()
+    if trainer.interrupted_by is not None:
+        if main:
+            message = f"interrupted at step {trainer.step}, checkpoint-{trainer.step} written; resume with the same command"
+            console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message))
+        return 128 + trainer.interrupted_by  # 130 for SIGINT, 143 for SIGTERM
+    if main:
+        where = f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"
+        console().print(Text.assemble(("done: ", "bold green"), where))
     return 0
 
 

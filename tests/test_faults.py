@@ -1,0 +1,174 @@
+"""Faults and recovery: no code runs from a checkpoint, no run loses or mixes another's data, a damaged
+checkpoint is skipped, and every fault ends in a clear message (docs/training.md, "Faults and recovery")."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+
+from vgrpo.checkpoint import MANIFEST, latest_intact_checkpoint
+from vgrpo.config import load_config
+from vgrpo.errors import CheckpointError, TrainingError
+from vgrpo.synth import synthesize
+from vgrpo.trainer import Trainer
+
+TIMING = {"step_time_s", "tokens_per_s"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("data"), n_per_task=6, seed=0, tasks=["count", "math"])
+
+
+def _config(data, out, *extra):
+    tasks = ",".join("{task: %s, data: %s}" % (t, p) for t, p in data.items())
+    return load_config(None, [
+        f"output_dir={out}", "grpo.num_generations=2", "optim.prompts_per_step=1", "optim.lr=1e-3",
+        "generation.max_completion_length=4", "logging.tensorboard=false", "checkpoint.every=1",
+        "logging.completions_every=1", "checkpoint.save_total_limit=null", f"tasks=[{tasks}]", *extra,
+    ])  # fmt: skip
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _steps(out):
+    return [r["step"] for r in _rows(out)]
+
+
+@pytest.fixture(scope="module")
+def two_steps(data, tmp_path_factory):
+    """A run of 2 steps with a checkpoint after each, to copy from."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    Trainer(_config(data, out, "optim.max_steps=2")).train()
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_a_pickle_payload_in_every_file_runs_nothing(two_steps, data, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Payload(marker))
+    ckpt = run / "checkpoint-2"
+    for f in ckpt.rglob("*"):
+        if f.is_file():
+            f.write_bytes(evil)
+    with pytest.raises(CheckpointError):
+        Trainer(_config(data, run, "optim.max_steps=3", f"checkpoint.resume={ckpt}")).train()
+    # the layout before manifests and JSON: trainer_state.pt and rank-0.pt, read with weights_only=True
+    legacy = _copy(two_steps / "checkpoint-1", tmp_path / "legacy" / "checkpoint-1")
+    for name in ("trainer_state.json", "trainer_state.safetensors", "rank-0.json", "rank-0.safetensors", MANIFEST):
+        (legacy / name).unlink()
+    (legacy / "trainer_state.pt").write_bytes(evil)
+    (legacy / "rank-0.pt").write_bytes(evil)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        Trainer(_config(data, tmp_path / "legacy", "optim.max_steps=3")).train()
+    assert not marker.exists()
+
+
+def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(two_steps, data, tmp_path):
+    straight = tmp_path / "straight"
+    Trainer(_config(data, straight, "optim.max_steps=3")).train()
+    run = _copy(two_steps, tmp_path / "run")
+    weights = run / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as a full disk or a kill would leave it
+    (run / "checkpoint-3").write_text("not a folder")
+    assert latest_intact_checkpoint(run) == run / "checkpoint-1"
+    Trainer(_config(data, run, "optim.max_steps=3")).train()
+    assert _steps(run) == [1, 2, 3]
+    for a, b in zip(_rows(straight), _rows(run)):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    completions = [json.loads(x)["step"] for x in (run / "completions.jsonl").read_text().splitlines()]
+    assert completions == sorted(completions) and set(completions) == {1, 2, 3}  # step 2 is not there twice
+
+
+def test_resume_never_into_an_old_run_refuses_and_overwrite_moves_it_aside(two_steps, data, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    with pytest.raises(TrainingError, match="already holds a run"):
+        Trainer(_config(data, run, "optim.max_steps=1", "checkpoint.resume=never")).train()
+    Trainer(_config(data, run, "optim.max_steps=1", "checkpoint.resume=never", "checkpoint.overwrite=true",
+                    "checkpoint.save_total_limit=1")).train()  # fmt: skip
+    assert _steps(run) == [1] and sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    (aside,) = (run / "previous-runs").iterdir()  # the old run, whole: nothing deleted
+    assert sorted(p.name for p in aside.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert [json.loads(x)["step"] for x in (aside / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_pruning_deletes_only_this_runs_checkpoints(two_steps, data, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    other = _copy(two_steps / "checkpoint-2", run / "checkpoint-9")  # another run's, with a higher step
+    manifest = json.loads((other / MANIFEST).read_text())
+    (other / MANIFEST).write_text(json.dumps({**manifest, "run_id": "someone-else"}))
+    Trainer(_config(data, run, "optim.max_steps=3", f"checkpoint.resume={run / 'checkpoint-2'}",
+                    "checkpoint.save_total_limit=1")).train()  # fmt: skip
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-9"]
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_and_a_stale_lock_is_taken_over(data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".vgrpo.lock").write_text(json.dumps({"pid": 1, "host": os.uname().nodename, "started": "earlier"}))
+    with pytest.raises(TrainingError, match="in use by another run .pid 1"):
+        Trainer(_config(data, run, "optim.max_steps=1")).train()
+    (run / ".vgrpo.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
+    Trainer(_config(data, run, "optim.max_steps=1")).train()  # that process is gone: taken over
+    assert _steps(run) == [1] and not (run / ".vgrpo.lock").exists()  # released at the end
+
+
+def test_killed_before_the_first_checkpoint_starts_over_with_the_old_files_kept_aside(data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # and a line cut by the kill
+    Trainer(_config(data, run, "optim.max_steps=2")).train()
+    assert _steps(run) == [1, 2]
+    (aside,) = (run / "previous-runs").iterdir()
+    assert (aside / "metrics.jsonl").read_text().startswith('{"step": 1}')
+
+
+def test_a_full_disk_says_so_and_leaves_no_partial_checkpoint(data, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="No space left on device.*GiB free"):
+        Trainer(_config(data, run, "optim.max_steps=1")).train()
+    assert not list(run.glob(".tmp-checkpoint-*")) and not list(run.glob("checkpoint-*"))
+
+
+def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_others(two_steps, data, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"grpo.num_generations: 2 → 4.*allow_config_change=true"):
+        Trainer(_config(data, run, "optim.max_steps=3", "grpo.num_generations=4")).train()
+    with pytest.raises(CheckpointError, match=r"tasks\[0\].task"):  # the task order
+        reordered = dict(reversed(list(data.items())))
+        Trainer(_config(reordered, run, "optim.max_steps=3")).train()
+    assert _steps(run) == [1, 2]  # nothing ran
+    Trainer(_config(data, run, "optim.max_steps=3", "optim.lr=2e-3")).train()  # applied: the schedule rescales
+    straight = tmp_path / "straight"
+    Trainer(_config(data, straight, "optim.max_steps=3")).train()
+    assert _rows(run)[2]["lr"] == pytest.approx(2 * _rows(straight)[2]["lr"])
+    allowed = _copy(two_steps, tmp_path / "allowed")
+    Trainer(_config(data, allowed, "optim.max_steps=3", "grpo.num_generations=4",
+                    "checkpoint.allow_config_change=true")).train()  # fmt: skip
+    assert _steps(allowed) == [1, 2, 3]
