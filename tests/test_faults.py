@@ -172,3 +172,121 @@ def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_ot
     Trainer(_config(data, allowed, "optim.max_steps=3", "grpo.num_generations=4",
                     "checkpoint.allow_config_change=true")).train()  # fmt: skip
     assert _steps(allowed) == [1, 2, 3]
+
+
+HANGING_TASK = '''
+import os
+import signal
+import threading
+import time
+import vgrpo
+
+@vgrpo.reward(range=(0.0, 1.0))
+def accuracy(completion, sample):
+    """Hangs on training records; while it does, the run gets SIGTERM twice: to finish the step, to stop now."""
+    if not sample.id.startswith("train"):  # the checks at registration
+        return 0.0
+    for delay in (0.5, 1.5):
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    time.sleep(600)
+    return 0.0
+
+class Hangs(vgrpo.Task):
+    name = "acme.hangs"
+    description = "A task whose reward hangs in the training process."
+    template = vgrpo.PromptTemplate(user="{question}")
+    rewards = (accuracy,)
+    default_weights = {"accuracy": 1.0}
+    example = {"id": "0", "question": "q", "solution": "a"}
+    example_completion = "a"
+    def parse(self, completion, params):
+        return completion
+    def metric(self, predictions, samples, params):
+        return {}
+
+@vgrpo.hookimpl
+def vgrpo_tasks():
+    return [Hangs()]
+'''
+
+
+def test_a_second_signal_stops_a_reward_hanging_in_process_within_seconds(fake_site, tmp_path, monkeypatch):
+    import time
+
+    from vgrpo.cli import main
+    from vgrpo.reward_pool import RewardPool
+
+    monkeypatch.setattr(RewardPool, "__init__", lambda *a, **k: pytest.fail("workers=0 scores in process"))
+    fake_site.add("acme-hangs", source=HANGING_TASK)
+    data = tmp_path / "hangs.jsonl"
+    data.write_text(json.dumps({"id": "train-0", "question": "q", "solution": "a"}) + "\n")
+    config = tmp_path / "hangs.yaml"
+    config.write_text("seed: 0\n")
+    start = time.monotonic()
+    code = main(["train", str(config), f"output_dir={tmp_path / 'run'}", f"tasks=[{{task: acme.hangs, data: {data}}}]",
+                 "rewards.workers=0", "grpo.num_generations=2", "optim.prompts_per_step=1",
+                 "generation.max_completion_length=2", "logging.tensorboard=false"])  # fmt: skip
+    assert code == 143 and time.monotonic() - start < 60
+    assert not (tmp_path / "run" / ".vgrpo.lock").exists()
+
+
+@pytest.mark.parametrize("override", ["optim.lr=inf", "seed=-1", "optim.betas=[2,2]", "rewards.timeout_s=inf",
+                                      "optim.lr=nan"])  # fmt: skip
+def test_config_values_that_cannot_work_are_refused_with_the_key_named(override):
+    from vgrpo.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_a_non_utf8_config_and_an_unwritable_output_dir_get_a_message_before_any_model_loads(data, tmp_path):
+    from vgrpo.errors import ParamsError
+
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("seed: 0  # café\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match="not UTF-8"):
+        load_config(bad)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(TrainingError, match="cannot be written"):
+        Trainer(_config(data, blocker / "run", "optim.max_steps=1")).train()
+
+
+def test_when_no_image_of_a_task_opens_the_run_stops_with_a_message(tmp_path):
+    from vgrpo.errors import DataError
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    records = tmp_path / "count.jsonl"
+    records.write_text("".join(json.dumps({"id": str(i), "image": "broken.png", "question": "How many?",
+                                           "solution": 1, "image_size": [8, 8]}) + "\n" for i in range(3)))  # fmt: skip
+    with pytest.raises(DataError, match="could not be used"):
+        Trainer(_config({"count": records}, tmp_path / "run", "optim.max_steps=1")).train()
+
+
+def test_an_image_too_large_to_decode_or_too_thin_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    from vgrpo.errors import DataError
+    from vgrpo.prompts import open_images
+    from vgrpo.task import Sample
+
+    Image.new("RGB", (4000, 3000)).save(tmp_path / "big.png")
+    Image.new("RGB", (4000, 3000)).save(tmp_path / "big.jpg")
+    Image.new("RGB", (2000, 4)).save(tmp_path / "thin.png")
+    with pytest.raises(DataError, match="more than the 1,000,000 decoded"):
+        open_images(Sample(id="a", images=(str(tmp_path / "big.png"),)), max_decode_pixels=1_000_000)
+    (jpeg,) = open_images(Sample(id="b", images=(str(tmp_path / "big.jpg"),)), max_decode_pixels=1_000_000)
+    assert jpeg.width * jpeg.height <= 1_000_000 and jpeg.width > jpeg.height  # reduced while decoding
+    with pytest.raises(DataError, match="aspect ratio"):
+        open_images(Sample(id="c", images=(str(tmp_path / "thin.png"),)))
+
+
+def test_a_very_long_question_is_cut_from_the_left_and_counted(data, tmp_path):
+    long = tmp_path / "math.jsonl"
+    long.write_text(json.dumps({"id": "0", "question": "blah " * 20000 + "What is 2 + 3?", "solution": "5"}) + "\n")
+    run = tmp_path / "run"
+    Trainer(_config({"math": long}, run, "optim.max_steps=1", "generation.max_prompt_length=64")).train()
+    (row,) = _rows(run)
+    assert row["counters/truncated_prompts"] == 1
+    (completion,) = {json.loads(x)["id"] for x in (run / "completions.jsonl").read_text().splitlines()}
+    assert completion == "0"

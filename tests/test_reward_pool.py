@@ -25,6 +25,12 @@ def accuracy(parsed, sample):
         raise RuntimeError("reward bug")
     if parsed == "crash":
         os._exit(3)
+    if parsed and parsed.startswith("spawn "):  # starts a process that would outlive the worker, then hangs
+        import subprocess
+        proc = subprocess.Popen(["sleep", "600"])
+        with open(parsed.split(" ", 1)[1], "w") as f:
+            f.write(str(proc.pid))
+        time.sleep(600)
     return 1.0 if parsed == sample.solution else 0.0
 
 class Slow(vgrpo.Task):
@@ -137,3 +143,38 @@ def test_a_failed_call_scores_each_weighted_reward_at_its_minimum_plugin_rewards
     expected = vgrpo.score(task, fine, _samples(2), task.params(), weights, plugin_rewards=registry.rewards)
     assert [(r.rewards, r.reward) for r in scored] == [(e.rewards, e.reward) for e in expected]
     assert expected[0].rewards["acme.length_penalty"] > -1.0  # the worker computed the plugin reward itself
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone too (only its parent's wait is missing)
+        return f.read().split()[2] != "Z"
+
+
+def test_a_timeout_ends_the_processes_a_reward_started_and_a_ctrl_c_never_reaches_a_worker(slow, tmp_path):
+    import os
+    import signal
+
+    task, pool = slow
+    pid_file = tmp_path / "child.pid"
+    failures: Counter[str] = Counter()
+    (hung,) = pool.score(task, [f"<answer>spawn {pid_file}</answer>"], _samples(1), task.params(), {"accuracy": 1},
+                         failures=failures)  # fmt: skip
+    assert failures["accuracy/timeout"] == 1 and hung.reward == -1.0
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)  # killed with the worker's process group
+    ok = pool.score(task, ["<answer>a</answer>"], _samples(1), task.params(), {"accuracy": 1})  # a fresh worker
+    worker = next(w for w in pool._free if w.proc is not None)
+    assert os.getpgid(worker.proc.pid) != os.getpgid(0)  # its own group: a terminal's Ctrl-C goes to ours only
+    os.kill(worker.proc.pid, signal.SIGINT)  # and even sent to it directly, SIGINT is ignored
+    again = pool.score(task, ["<answer>a</answer>"], _samples(1), task.params(), {"accuracy": 1})
+    assert worker.proc is not None and worker.proc.poll() is None
+    assert ok[0].rewards["accuracy"] == again[0].rewards["accuracy"] == 1.0

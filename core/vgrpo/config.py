@@ -26,7 +26,8 @@ from vgrpo.errors import ParamsError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no inf or nan anywhere: an lr, a time limit or a weight that is not finite is a typo, not a setting
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Section):
@@ -104,7 +105,10 @@ class GenerationConfig(_Section):
     """Sampling of the G completions per prompt."""
 
     max_completion_length: int = Field(256, gt=0, description="Maximum new tokens per completion.")
-    max_prompt_length: int | None = Field(None, gt=0, description="Left-truncate longer prompts (text tokens).")
+    max_prompt_length: int | None = Field(
+        4096, gt=0, description="Cut a longer question from the left to this many text tokens (counted under "
+        "counters/truncated_prompts), so one record cannot make a step unbounded; null: no limit."
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Top-k filtering; 0 disables it.")
@@ -115,13 +119,20 @@ class OptimConfig(_Section):
 
     lr: float = Field(1e-6, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="Schedule after warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
     prompts_per_step: int = Field(2, gt=0, description="Prompts per optimizer step per process (x G completions).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     max_steps: int = Field(100, gt=0, description="Optimizer steps to train.")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_below_one(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"each beta must be in [0, 1), got {list(value)}")
+        return value
 
 
 class RewardRuntimeConfig(_Section):
@@ -237,7 +248,7 @@ class TrainConfig(_Section):
     """A whole training run."""
 
     output_dir: str = Field("runs/vgrpo", description="Where metrics, checkpoints and the resolved config go.")
-    seed: int = Field(0, description="Seed for sampling, generation and initialisation.")
+    seed: int = Field(0, ge=0, description="Seed for sampling, generation and initialisation.")
     required_plugins: list[str] = Field(
         default_factory=list, description='Distributions the run needs, e.g. ["vgrpo-ovd>=0.2"]; checked first.'
     )
@@ -388,6 +399,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ParamsError(f"{path}: cannot read config: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save the config as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: invalid YAML: {exc}") from None
         if loaded is None:

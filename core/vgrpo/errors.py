@@ -10,6 +10,7 @@
     ├── TrainingError               training cannot go on (non-finite loss, out of memory)
     ├── CheckpointError             a checkpoint that cannot be resumed (missing parts, another layout)
     └── DataError                   a bad JSONL record: file, line, field, what was expected
+        └── TemplateFieldError      a record lacks a field the prompt template needs (also a KeyError)
 """
 
 from __future__ import annotations
@@ -75,3 +76,23 @@ class DataError(VgrpoError, ValueError):
         prefix = f"{where}: " if where else ""
         fld = f"field '{field}': " if field else ""
         super().__init__(f"{prefix}{fld}{message}")
+
+
+class TemplateFieldError(DataError, KeyError):
+    """A record lacks a field its task's prompt template needs; names the record, the field and the fields
+    there are. Also a ``KeyError``, which it was before it became a data error."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM during training: stop now, without finishing the step or checkpointing it.
+
+    A ``KeyboardInterrupt``, not a :class:`VgrpoError`, so no ``except Exception`` in plugin code swallows it."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum = signum
+        self.step = step
+        super().__init__(f"stopped by a second signal {signum} during step {step + 1}; resume continues from the "
+                         "last checkpoint")  # fmt: skip

@@ -49,21 +49,54 @@ class EncodedPrompts:
     """One per row: the prompt's sample with ``input_size`` filled in when the adapter knows it."""
 
 
-def open_images(sample: Sample, task: str = "") -> list[Any]:
+#: Images with more pixels than this are not decoded (a 144-megapixel PNG would take gigabytes): a JPEG is
+#: reduced while it decodes, anything else is skipped and counted.
+MAX_DECODE_PIXELS = 64_000_000
+#: The widest aspect ratio the Qwen-VL image processors accept (their smart resize refuses more).
+MAX_ASPECT_RATIO = 200.0
+
+
+def open_images(sample: Sample, task: str = "", max_decode_pixels: int = MAX_DECODE_PIXELS) -> list[Any]:
     """The sample's images as RGB PIL images; a :class:`DataError` naming the record and path when one does not
-    open (training skips and counts such a sample; evaluation checks every path before it starts)."""
+    open, is larger than ``max_decode_pixels`` (JPEGs are first reduced while decoding) or has an aspect ratio
+    beyond :data:`MAX_ASPECT_RATIO`. Training skips and counts such a sample; evaluation reports it."""
     from PIL import Image
 
+    where = f"task {task}, record {sample.id!r}" if task else f"record {sample.id!r}"
     images = []
     for path in sample.images:
         try:
             with Image.open(path) as image:
+                w, h = image.size
+                if w * h > max_decode_pixels and image.format == "JPEG":
+                    # draft decodes at the smallest 1/2^k scale at least this size: half the side that fits
+                    scale = (max_decode_pixels / (w * h)) ** 0.5 / 2
+                    image.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+                    w, h = image.size
+                if w * h > max_decode_pixels:
+                    raise ValueError(f"{w}×{h} pixels, more than the {max_decode_pixels:,} decoded at most")
+                if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+                    raise ValueError(f"{w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which the processor refuses")
                 images.append(image.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - any decoder error is the same problem: this file does not open
-            where = f"task {task}, record {sample.id!r}" if task else f"record {sample.id!r}"
             raise DataError(f"{where}: image {path} does not open ({type(exc).__name__}: {exc})",
                             field="image") from None  # fmt: skip
     return images
+
+
+def truncate_question(sample: Sample, tokenizer: Any, max_tokens: int | None) -> Sample:
+    """``sample`` with its question cut from the left to its last ``max_tokens`` text tokens (the end of a
+    question usually holds what is asked); the sample itself when it fits or there is no limit."""
+    if max_tokens is None or len(sample.question) <= max_tokens:  # a token is at least one character
+        return sample
+    ids = tokenizer(sample.question, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return sample
+    return replace(sample, question=tokenizer.decode(ids[-max_tokens:]))
+
+
+#: How many unusable samples a step may skip before the run stops (every image of a task failing, say).
+MAX_REDRAWS = 200
 
 
 def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: int, dist: Distributed,
@@ -77,6 +110,7 @@ def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: in
     rank, world = dist.rank, dist.world
     slots = [sampler.draw() for _ in range(n * world)]
     mine: dict[int, Prompt] = {}
+    redraws, last_error = 0, ""
     while True:
         failed = []
         for j in range(rank * n, (rank + 1) * n):
@@ -91,9 +125,14 @@ def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: in
                 counters["skipped_samples"] += 1
                 log.warning("skipping a sample: %s", exc)
                 failed.append(j)
+                last_error = str(exc)
         everywhere = sorted(j for part in dist.gather_objects(failed) for j in part)
         if not everywhere:
             return [mine[j] for j in range(rank * n, (rank + 1) * n)]
+        redraws += len(everywhere)
+        if redraws > max(MAX_REDRAWS, 10 * n * world):
+            raise DataError(f"{redraws} samples in a row could not be used (their images do not open), e.g. "
+                            f"{last_error or 'on another process'}: check the data with `vgrpo data check`")  # fmt: skip
         for j in everywhere:
             slots[j] = sampler.draw()
 
@@ -105,14 +144,18 @@ def encode_prompts(
     device: torch.device | str | None = None,
     *,
     group_size: int | Sequence[int] = 1,
+    max_question_tokens: int | None = None,
+    counters: Counter[str] | None = None,
 ) -> EncodedPrompts:
     """Render each prompt's template, encode the batch (each prompt ``group_size`` times: an int for all, or one
-    count per prompt) and fill in each row's ``input_size``. Tensors go to ``device`` when given."""
+    count per prompt) and fill in each row's ``input_size``. Tensors go to ``device`` when given. A question longer
+    than ``max_question_tokens`` text tokens is cut from the left and counted under ``truncated_prompts``."""
     import torch
 
     counts = [group_size] * len(prompts) if isinstance(group_size, int) else [int(n) for n in group_size]
     if len(counts) != len(prompts):
         raise ValueError(f"group_size: expected {len(prompts)} counts, one per prompt, got {len(counts)}")
+    prompts = [_fit(p, processor.tokenizer, max_question_tokens, counters) for p in prompts]
     messages = [p.task.build_prompt(p.sample, p.params) for p in prompts]
     images = [p.images for p in prompts]
     encoded = _encode(adapter, processor, messages, images, counts)
@@ -124,6 +167,16 @@ def encode_prompts(
     if device is not None:
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
     return EncodedPrompts(inputs=inputs, samples=samples)
+
+
+def _fit(prompt: Prompt, tokenizer: Any, max_tokens: int | None, counters: Counter[str] | None) -> Prompt:
+    sample = truncate_question(prompt.sample, tokenizer, max_tokens)
+    if sample is prompt.sample:
+        return prompt
+    if counters is not None:
+        counters["truncated_prompts"] += 1
+    log.debug("record %s: question cut to its last %s tokens", sample.id, max_tokens)
+    return replace(prompt, sample=sample)
 
 
 def _encode(adapter: ModelAdapter, processor: Any, messages: list[Any], images: list[list[Any]],

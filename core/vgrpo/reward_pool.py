@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -50,7 +51,8 @@ class _Worker:
                 pass_fds=(child_in, child_out),
                 stdin=subprocess.DEVNULL,
                 env=env,
-            )
+                start_new_session=True,  # its own process group: a Ctrl-C meant for the trainer does not reach
+            )  # it, and stopping it ends whatever its rewards started too
         finally:
             os.close(child_in)
             os.close(child_out)
@@ -98,6 +100,10 @@ class _Worker:
         self.outbox = self.inbox = None
         if proc is None:
             return None
+        try:  # the whole group: processes a reward started end with the worker
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if proc.poll() is None:
             proc.kill()
         return proc.wait()

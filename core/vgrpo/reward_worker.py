@@ -3,12 +3,14 @@
 Started as ``python -m vgrpo.reward_worker IN_FD OUT_FD``; it loads the installed plugins itself (the
 weighted plugin rewards of a request are looked up in its own registry: Reward objects are not sent), answers
 ("ready", pid), then one reply per request, ``("ok", scores, failures)`` or ``("error", message, failures)``,
-until its inbox closes. It exits when its parent dies.
+until its inbox closes. It exits when its parent dies; it ignores SIGINT and runs in its own process group, which
+the trainer kills as a whole when a call times out.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -58,6 +60,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when a run stops, and ends this worker
     inbox, outbox = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
     exit_with_parent(os.getppid())
     serve(inbox, outbox)

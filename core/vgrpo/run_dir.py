@@ -47,8 +47,16 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
-        """Take the lock; a :class:`TrainingError` naming the run that holds it when it is alive."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock; a :class:`TrainingError` naming the run that holds it when it is alive, or saying that
+        output_dir cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe = self.path.parent / f".vgrpo-write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise TrainingError(f"output_dir {self.path.parent} cannot be written ({exc.strerror or exc}): choose "
+                                "another output_dir or fix its permissions") from None  # fmt: skip
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:

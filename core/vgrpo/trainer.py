@@ -37,7 +37,7 @@ from vgrpo.checkpoint import (
 from vgrpo.config import TrainConfig, dump_config
 from vgrpo.distributed import Distributed
 from vgrpo.env import plugin_summary_lines, version_summary
-from vgrpo.errors import TrainingError, VgrpoError
+from vgrpo.errors import Interrupted, TrainingError, VgrpoError
 from vgrpo.evaluate import EvalSplit, build_eval_splits, eval_settings, evaluate, flat_metrics
 from vgrpo.metrics import MetricsLogger, StepStats, write_completions
 from vgrpo.mixture import MixtureEntry, MixtureSampler, build_mixture
@@ -228,7 +228,8 @@ class Trainer:
         """G completions per prompt, sampled from per-row seeds, then scored."""
         assert self.dist is not None and self.adapter is not None
         g = self.config.grpo.num_generations
-        encoded = encode_prompts(self.adapter, self.processor, prompts, self.dist.device, group_size=g)
+        encoded = encode_prompts(self.adapter, self.processor, prompts, self.dist.device, group_size=g,
+                                 max_question_tokens=self.config.generation.max_prompt_length, counters=self.counters)  # fmt: skip
         n_rows = len(encoded.samples)
         first_row = self.dist.rank * n_rows
         seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(n_rows)]
@@ -366,7 +367,12 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
-        log.warning("signal %d: finishing this step, saving a checkpoint and stopping", signum)
+        """The first SIGINT/SIGTERM finishes the step, checkpoints and stops; a second one stops at once (also a
+        reward hanging in this process)."""
+        if self._stop_requested:
+            log.warning("signal %d again: stopping now, without a checkpoint of this step", signum)
+            raise Interrupted(signum, self.step)
+        log.warning("signal %d: finishing this step, saving a checkpoint and stopping (again: stop now)", signum)
         self._stop_requested = True
         self.interrupted_by = signum
 

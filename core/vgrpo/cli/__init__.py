@@ -26,7 +26,7 @@ from vgrpo.cli._data import cmd_data
 from vgrpo.cli._plugins import cmd_env, cmd_new_plugin, cmd_plugins, cmd_tasks, example_prompt, task_info
 from vgrpo.cli._run import cmd_config, cmd_eval, cmd_train
 from vgrpo.cli._score import cmd_score, score_lines
-from vgrpo.errors import DataError, ParamsError, UnknownNameError, VgrpoError
+from vgrpo.errors import DataError, Interrupted, ParamsError, UnknownNameError, VgrpoError
 
 __all__ = [
     "BUG",
@@ -190,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR if isinstance(exc, _USAGE_ERRORS) else FAILED
     except BrokenPipeError:  # `vgrpo score ... | head`: the reader has all it wants
         return 0
+    except Interrupted as exc:  # a second Ctrl-C or SIGTERM during training
+        console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), str(exc)), highlight=False)
+        return 128 + exc.signum
     except Exception:  # noqa: BLE001 - not a usage error: a bug, shown with its traceback
         _report_bug()
         return BUG
