@@ -47,6 +47,12 @@ test: install-dev
 test-slow: install-dev
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+# Packaging as users install it: wheels of the core, plugins/* and examples/plugins/*, installed non-editable
+# into a fresh venv, then plugins, score, new-plugin and a 2-step tiny training from outside the repository.
+.PHONY: test-packaging
+test-packaging:
+	PYTHON=$(PYTHON) bash .ci/packaging.sh
+
 bench: install
 	$(BIN)/python -m vgrpo.bench rewards
 

@@ -22,7 +22,8 @@ def test_latest_checkpoint_is_the_highest_step_not_the_newest_name(tmp_path):
     for name in ("checkpoint-9", "checkpoint-10", "checkpoint-x", ".tmp-checkpoint-11"):
         (tmp_path / name).mkdir()
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
-    assert resume_path(tmp_path, "auto") == tmp_path / "checkpoint-10" and resume_path(tmp_path, "never") is None
+    assert resume_path(tmp_path, "never") is None
+    assert resume_path(tmp_path, "auto") is None  # empty folders are no intact checkpoints: nothing to resume
 
 
 def test_resume_from_a_folder_that_is_no_checkpoint_is_a_checkpoint_error(tmp_path):

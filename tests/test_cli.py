@@ -254,3 +254,27 @@ def test_unknown_names_and_bad_input_keep_exit_2_and_a_missing_command_is_a_usag
 def test_python_dash_m_vgrpo_cli_runs_the_command():
     out = subprocess.run([sys.executable, "-m", "vgrpo.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("vgrpo ")
+
+
+def test_score_weights_take_the_weight_params_form_too(capsys, monkeypatch):
+    """`--weights` accepts a config's `{weight, params}` entries; count's own rewards declare no params."""
+    line = json.dumps({"completion": "<think></think><answer>2</answer>", "solution": 2})
+    weights = '{"accuracy": {"weight": 0.5}, "format": 0.25}'
+    code, [row], _ = score(capsys, monkeypatch, [line], "count", "--weights", weights)
+    assert code == 0 and row["reward"] == 0.75
+    bad = '{"accuracy": {"weight": 1, "params": {"strict": true}}}'
+    code, rows, err = score(capsys, monkeypatch, [line], "count", "--weights", bad)
+    assert code == 2 and rows == []
+    assert "--weights.accuracy.params: reward 'accuracy' takes no params" in " ".join(err.split())
+    code, rows, err = score(capsys, monkeypatch, [line], "count", "--weights", '{"accuracy": {"wieght": 1}}')
+    message = "--weights.accuracy.wieght: unknown key (did you mean 'weight'?)"
+    assert code == 2 and message in " ".join(err.split())
+
+
+def test_tasks_show_json_lists_params_of_each_reward_additively(capsys):
+    assert cli.main(["tasks", "show", "count", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for r in info["rewards"]:
+        assert {"name", "range", "default_weight", "description"} <= set(r)
+        assert r["params"] == [] and r["params_schema"] is None  # built-in rewards have no params
+    assert isinstance(info["plugin_rewards"], list)

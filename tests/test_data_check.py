@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 import vgrpo
@@ -69,3 +70,46 @@ def test_a_clean_synthetic_file_passes(tmp_path, capsys):
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert cli.main(["data", "check", str(tmp_path / "x.jsonl")]) == 2  # no --task
     assert cli.main(["data", "check", "--task", "rec", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_check_runs_the_tasks_own_record_check(tmp_path, capsys):
+    """rec's check_record: a box outside the image (here written in 0-1000 for a 224 px image) is a problem."""
+    Image.new("RGB", (224, 224)).save(tmp_path / "ok.png")
+    lines = [
+        json.dumps({"id": "1", "image": "ok.png", "solution": [10, 20, 200, 220], "image_size": [224, 224]}),
+        json.dumps({"id": "2", "image": "ok.png", "solution": [45, 89, 893, 982], "image_size": [224, 224]}),
+    ]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    assert cli.main(["data", "check", "--task", "rec", str(f), "--json"]) == 1
+    [problem] = json.loads(capsys.readouterr().out)["problems"]
+    assert (problem["file"], problem["line"], problem["field"]) == (str(f), 2, "solution")
+    assert "inside the 224x224 image (image_size), got [45, 89, 893, 982]" in problem["problem"]
+    assert cli.main(["data", "check", "--task", "rec", str(f)]) == 1  # the table names the line too
+    out = capsys.readouterr().out
+    assert "inside the 224x224" in out and "d.jsonl" in out
+    with pytest.raises(vgrpo.DataError, match=r"d\.jsonl:2: field 'solution': expected a box"):
+        vgrpo.load_jsonl(f, vgrpo.get_registry().task("rec"), read_sizes=True)  # training start-up
+
+
+def test_check_reports_a_missing_template_field_with_its_line(tmp_path):
+    class Shapes(vgrpo.Task):
+        name = "shapes"
+        description = "shapes"
+        template = vgrpo.PromptTemplate(user="{question} One of: {classes}")
+        rewards = (vgrpo.format_reward,)
+        default_weights = {"format": 1.0}
+
+        def parse(self, completion, params):
+            return None
+
+        def metric(self, predictions, samples, params):
+            return {}
+
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"id": "a", "solution": "x", "classes": ["x"]}) + "\n"
+                 + json.dumps({"id": "b", "solution": "x"}) + "\n")  # fmt: skip
+    [problem] = vgrpo.data.check_jsonl(f, Shapes())
+    assert (problem.line, problem.field) == (2, "classes")
+    expected = f"{f}:2: field 'classes': missing; the prompt template needs it, but record 'b'"
+    assert str(problem).startswith(expected)

@@ -290,3 +290,37 @@ def test_a_very_long_question_is_cut_from_the_left_and_counted(data, tmp_path):
     assert row["counters/truncated_prompts"] == 1
     (completion,) = {json.loads(x)["id"] for x in (run / "completions.jsonl").read_text().splitlines()}
     assert completion == "0"
+
+
+def test_data_check_reports_what_training_would_skip_or_cut(tmp_path):
+    from PIL import Image
+
+    from vgrpo.data import check_jsonl
+    from vgrpo.plugins import get_registry
+
+    Image.new("RGB", (2000, 4)).save(tmp_path / "thin.png")
+    Image.new("RGB", (9000, 8000)).save(tmp_path / "huge.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
+    rows = [{"id": "thin", "image": "thin.png", "question": "How many?", "solution": 1},
+            {"id": "huge", "image": "huge.png", "question": "How many?", "solution": 1},
+            {"id": "long", "image": "ok.png", "question": "word " * 5000, "solution": 1},
+            {"id": "fine", "image": "ok.png", "question": "How many?", "solution": 1}]  # fmt: skip
+    path = tmp_path / "count.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = check_jsonl(path, get_registry().task("count"), decode=True)
+    by_line = {p.line: p for p in problems}
+    assert sorted(by_line) == [1, 2, 3]
+    assert "aspect ratio" in by_line[1].reason and "pixels training decodes" in by_line[2].reason
+    assert by_line[3].field == "question" and "cuts" in by_line[3].reason
+
+
+def test_data_check_takes_the_task_params_the_config_would_set(tmp_path, capsys):
+    from vgrpo.cli import main
+
+    path = tmp_path / "rec.jsonl"  # a box in 0-1000 coordinates of a record with no image to read its size from
+    path.write_text(json.dumps({"id": "a", "question": "Where?", "solution": [10, 10, 20, 20]}) + "\n")
+    assert main(["data", "check", "--task", "rec", str(path), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["data", "check", "--task", "rec", str(path), "--json", "--params", '{"coords": "norm1000"}']) == 1
+    assert json.loads(capsys.readouterr().out)["problems"]
+    assert main(["data", "check", "--task", "rec", str(path), "--params", '{"coords": "degrees"}']) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
@@ -92,3 +93,43 @@ def test_bad_arguments_are_named():
         grpo_loss(x, None, torch.zeros(1), x + 1, loss_type="dr_grpo")
     with pytest.raises(ValueError, match="multiple of 4"):
         group_advantages(torch.zeros(6), 4)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+@pytest.mark.parametrize("value", [0.1, 0.7, 1 / 3, 0.9])
+def test_all_equal_groups_get_exactly_zero_advantages_in_float32(scale, value):
+    # TRL's arithmetic leaves float rounding in an all-equal group: mean(0.7 x 8) != 0.7 in float32, and the
+    # residue divided by (std + 1e-4) is ~6e-4. vgrpo sets such a group to exactly 0: the one, documented,
+    # difference from TRL's advantages.
+    torch.manual_seed(2)
+    rewards = torch.rand(32) * 3
+    rewards[8:16] = value
+    ours = group_advantages(rewards, 8, scale)
+    trl = _trl_advantages(rewards, 8, scale)
+    assert torch.all(ours[8:16] == 0)
+    assert trl[8:16].abs().max() > 0  # TRL's residue
+    keep = torch.ones(32, dtype=torch.bool)
+    keep[8:16] = False
+    torch.testing.assert_close(ours[keep], trl[keep])  # every other group: TRL's values, same arithmetic
+
+
+def test_a_group_of_one_has_zero_advantage():
+    assert torch.equal(group_advantages(torch.tensor([0.3, 2.0]), 1, "group"), torch.zeros(2))
+
+
+def test_token_level_clip_ratio_of_one_token_completions_counts_tokens_not_masked_rows():
+    # [B, 1]: every completion has at most one token; rows 1 and 3 are empty. TRL's definition: the masked
+    # mean over completion tokens (TRL's own code guesses "sequence level" from the width 1 and counts the
+    # empty rows; vgrpo decides by importance_sampling_level).
+    logps = torch.zeros(4, 1)
+    old = torch.tensor(
+        [[1.0], [0.0], [0.0], [0.0]]
+    )  # row 0: ratio e^-1 < 0.8, clipped with a negative advantage
+    ref = torch.tensor([[0.5], [0.0], [0.0], [0.0]])
+    mask = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    adv = torch.tensor([-1.0, -1.0, 1.0, 1.0])
+    out = grpo_loss(logps, old, adv, mask, beta=0.1, ref_logps=ref)
+    assert out.clip_ratio.item() == pytest.approx(1 / 2)  # 1 of 2 tokens, not 1 of 4 rows
+    assert out.kl.item() == pytest.approx((math.exp(0.5) - 0.5 - 1) / 2)
+    seq = grpo_loss(logps, old, adv, mask, importance_sampling_level="sequence")
+    assert seq.clip_ratio.item() == pytest.approx(1 / 4)  # sequence level: the share of sequences (rows)

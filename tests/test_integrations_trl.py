@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,54 @@ def test_grpo_trainer_runs_a_step_with_them(tmp_path: Path, synth):
         assert math.isfinite(logs[f"rewards/{f.__name__}/mean"]), (f.__name__, logs)
     assert math.isfinite(logs["reward"])
     assert 0.0 <= logs["tasks/rec/parse_rate"] <= 1.0 and 0.0 <= logs["tasks/count/parse_rate"] <= 1.0
+
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "plugins" / "trl.md"
+
+
+def test_the_pages_example_trains_a_vgrpo_checkpoint_in_trl_as_it_stands(tmp_path: Path, monkeypatch):
+    """docs/plugins/trl.md's example, run verbatim on a real vgrpo checkpoint of the tiny model: transformers'
+    Auto classes load it (no vgrpo code) and TRL's GRPOTrainer trains a step with images on it."""
+    pytest.importorskip("trl")
+    from transformers import AutoProcessor
+    from transformers.processing_utils import ProcessorMixin
+    from trl import GRPOConfig, GRPOTrainer
+
+    from vgrpo import cli
+    from vgrpo.synth import synthesize
+
+    [snippet] = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    data = synthesize(tmp_path / "data" / "tiny", n_per_task=2, n_val=0, tasks=["rec", "count"],
+                      image_size=64)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {name_or_path: tiny}\n"
+        f"tasks: [{{task: rec, data: {data['rec']}}}, {{task: count, data: {data['count']}}}]\n"
+        "grpo: {num_generations: 2}\ngeneration: {max_completion_length: 4}\noptim: {prompts_per_step: 2}\n"
+        "logging: {tensorboard: false}\nrewards: {workers: 0}\n",
+        encoding="utf-8",
+    )
+    assert cli.main(["train", str(config), "output_dir=runs/vgrpo", "max_steps=1"]) == 0
+    # the page's path: the last checkpoint of examples/tiny.yaml (30 steps); one step writes the same folder
+    (tmp_path / "runs" / "tiny").mkdir()
+    (tmp_path / "runs" / "vgrpo" / "checkpoint-1").rename(tmp_path / "runs" / "tiny" / "checkpoint-30")
+    namespace: dict = {}
+    exec(compile(snippet, str(PAGE), "exec"), namespace)  # noqa: S102 - the page's own code
+    assert isinstance(namespace["processor"], ProcessorMixin)
+    assert type(namespace["processor"].image_processor).__name__ == "Qwen2VLImageProcessorPil"
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == 1
+    logs = next(h for h in trainer.state.log_history if "reward" in h)
+    for f in namespace["funcs"]:  # 4 prompts, every row of both tasks: each per-reward mean is a number
+        assert math.isfinite(logs[f"rewards/{f.__name__}/mean"]), (f.__name__, logs)
+    # and TRL loads the processor itself from the path, with AutoProcessor
+    by_path = GRPOTrainer(
+        model="runs/tiny/checkpoint-30",
+        reward_funcs=namespace["funcs"],
+        train_dataset=namespace["trainer"].train_dataset,
+        args=GRPOConfig(output_dir="runs/trl2", per_device_train_batch_size=2, num_generations=2,
+                        max_steps=1, report_to=[], use_cpu=True),  # fmt: skip
+    )
+    assert type(by_path.processing_class) is type(AutoProcessor.from_pretrained("runs/tiny/checkpoint-30"))
+    assert hasattr(by_path.processing_class, "image_processor")

@@ -58,9 +58,84 @@ def test_the_same_task_name_from_two_distributions_names_both(fake_site):
     with pytest.raises(vgrpo.NameConflictError) as info:
         reg.task("acme.echo")
     assert "acme-one" in str(info.value) and "acme-two" in str(info.value)
-    [err] = reg.errors
-    assert "acme-one" in err.error and "acme-two" in err.error
+    # a row under each entry point that claims the name, not only under the one that loaded last
+    assert [e.entry_point for e in reg.errors] == ["acme-one", "acme-two"]
+    assert all("acme-one" in e.error and "acme-two" in e.error for e in reg.errors)
     assert all("acme.echo" not in p.tasks for p in reg.plugins)
+
+
+REWARD_PLUGIN = (
+    "import vgrpo\n"
+    "@vgrpo.reward('acme.length')\n"
+    "def length(completion):\n"
+    "    \"\"\"1.0 for an empty completion.\"\"\"\n"
+    "    return float(not completion)\n"
+    "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [length]\n"
+)
+
+
+def test_the_same_reward_name_from_two_distributions_is_reported_like_a_task_conflict(fake_site, capsys):
+    """Both distributions named, in a row under each; the name unusable; and a use of it (the weights of a
+    config, of `vgrpo score --weights`) says so and names both, instead of "unknown reward"."""
+    from vgrpo.config import TrainConfig
+    from vgrpo.integrations.trl import reward_funcs
+    from vgrpo.scoring import resolve_weights
+
+    fake_site.add("acme-brevity", "0.3", source=REWARD_PLUGIN)
+    fake_site.add("acme-rewards", "1.2", source=REWARD_PLUGIN)
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    both = ("acme-brevity 0.3 (entry point 'acme-brevity')", "acme-rewards 1.2 (entry point 'acme-rewards')")
+    rows = [(e.entry_point, e.version) for e in reg.errors]
+    assert rows == [("acme-brevity", "0.3"), ("acme-rewards", "1.2")]
+    for err in reg.errors:
+        assert all(who in err.error for who in both)
+        assert "unusable until one of them is uninstalled" in err.error
+    assert "acme.length" not in reg.rewards and all(p.rewards == [] for p in reg.plugins)
+    with pytest.raises(vgrpo.NameConflictError) as info:
+        reg.reward("acme.length")
+    assert all(who in str(info.value) for who in both)
+
+    task = reg.task("acme.echo")
+    with pytest.raises(vgrpo.NameConflictError) as info:
+        resolve_weights(task, {"accuracy": 1.0, "acme.length": 0.5}, reg.rewards)
+    assert str(info.value).startswith("reward weights for task 'acme.echo': reward name 'acme.length'")
+    assert all(who in str(info.value) for who in both)
+    config = TrainConfig.model_validate(
+        {"tasks": [{"task": "acme.echo", "data": ["x.jsonl"], "rewards": {"acme.length": 0.5}}]}
+    )
+    with pytest.raises(vgrpo.NameConflictError, match="acme-brevity 0.3 .* and acme-rewards 1.2"):
+        reward_funcs(config, registry=reg)
+
+    assert cli.main(["plugins", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = [e for e in doc["errors"] if "acme.length" in e["error"]]
+    assert [(e["entry_point"], e["distribution"]) for e in rows] == [
+        ("acme-brevity", "acme-brevity"), ("acme-rewards", "acme-rewards")
+    ]
+    assert cli.main(["score", "acme.echo", "--weights", '{"accuracy": 1, "acme.length": 0.5}']) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "reward name 'acme.length' is provided by" in err and all(who in err for who in both)
+    assert "unknown reward" not in err
+
+
+def test_misspelled_reward_names_suggest_the_closest_one(fake_site, capsys):
+    from vgrpo.scoring import resolve_weights
+
+    fake_site.add("acme-brevity", source=REWARD_PLUGIN)
+    fake_site.task_plugin("acme-echo", "acme.echo")
+    reg = load_plugins(path=[str(fake_site.root)])
+    with pytest.raises(vgrpo.UnknownNameError, match="'acme.lenght' \\(did you mean 'acme.length'"):
+        reg.reward("acme.lenght")
+    task = reg.task("acme.echo")
+    with pytest.raises(vgrpo.ParamsError, match="unknown reward 'acme.lenght' .*did you mean 'acme.length'"):
+        resolve_weights(task, {"acme.lenght": 1}, reg.rewards)
+    with pytest.raises(vgrpo.ParamsError, match="unknown reward 'acuracy' .*did you mean 'accuracy'"):
+        resolve_weights(task, {"acuracy": 1}, reg.rewards)
+    assert cli.main(["score", "acme.echo", "--weights", '{"acme.lenght": 1}']) == 2
+    assert "did you mean 'acme.length'" in " ".join(capsys.readouterr().err.split())
+    assert cli.main(["score", "acme.ecko"]) == 2  # task names too
+    assert "did you mean 'acme.echo'" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_distribution_found_twice_on_the_path_loads_once(fake_site, tmp_path):

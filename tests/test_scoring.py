@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 import vgrpo
+from vgrpo.rewards import RewardTable
 from vgrpo.scoring import apply_reward, resolve_weights
 
 
@@ -23,6 +24,12 @@ class Toy(vgrpo.Task):
 
     def metric(self, predictions, samples, params):
         return {}
+
+
+@vgrpo.reward("acme.length")
+def length_reward(completion):
+    """1.0 for an empty completion."""
+    return 1.0 if not completion else 0.0
 
 
 def run(reward, parsed):
@@ -89,6 +96,29 @@ def test_weights_replace_the_defaults_and_unknown_names_are_errors():
         resolve_weights(Toy(), {"format": float("nan")})
 
 
+def test_misspelled_reward_names_suggest_the_closest_one():
+    table = RewardTable({"acme.length": length_reward})
+    unknown = r"unknown reward 'formt' for task 'toy' \(did you mean 'format'\?\)"
+    with pytest.raises(vgrpo.ParamsError, match=unknown):
+        resolve_weights(Toy(), {"formt": 1})
+    with pytest.raises(vgrpo.ParamsError, match=r"'acme.lenght' .*\(did you mean 'acme.length'\?\)"):
+        resolve_weights(Toy(), {"acme.lenght": 1}, table)
+    with pytest.raises(vgrpo.ParamsError) as info:  # nothing close: no suggestion
+        resolve_weights(Toy(), {"zzz": 1}, table)
+    assert "did you mean" not in str(info.value)
+
+
+def test_a_conflicted_plugin_reward_is_a_conflict_at_the_use_site_not_unknown():
+    """A name two distributions register is left out of the table; naming it says who, not "unknown"."""
+    message = "reward name 'acme.length' is provided by acme-a 1.0 (...) and acme-b 2.0 (...)"
+    table = RewardTable({}, conflicts={"acme.length": message})
+    with pytest.raises(vgrpo.NameConflictError) as info:
+        resolve_weights(Toy(), {"format": 1, "acme.length": 0.5}, table)
+    assert str(info.value) == f"reward weights for task 'toy': {message}"
+    assert resolve_weights(Toy(), {"format": 1}, table) == {"format": 1.0}  # unused: no error
+    assert resolve_weights(Toy(), {"acme.length": 1}, {"acme.length": length_reward}) == {"acme.length": 1.0}
+
+
 def test_a_raising_parser_yields_none_and_an_error():
     class Broken(Toy):
         def parse(self, completion, params):
@@ -105,3 +135,104 @@ def test_reward_declarations_are_checked():
         vgrpo.reward("x", range=(1.0, 0.0))(lambda parsed: 0.0)
     with pytest.raises(ValueError, match="name 'Bad Name' is invalid"):
         vgrpo.reward("Bad Name")(lambda parsed: 0.0)
+
+
+# -- the parser's optional sample ------------------------------------------------------------------------------
+class Pick(Toy):
+    """Answers are 1-based indices into the record's candidates: the parser resolves them with the sample."""
+
+    name = "pick"
+
+    def parse(self, completion, params, sample=None):
+        classes = sample.extra["classes"] if sample is not None else []
+        ok = completion.isdigit() and 0 < int(completion) <= len(classes)
+        return classes[int(completion) - 1] if ok else None
+
+
+def test_a_parser_that_declares_sample_gets_the_record_and_the_two_argument_form_still_works():
+    samples = [vgrpo.Sample(id="a", extra={"classes": ["circle", "square"]}),
+               vgrpo.Sample(id="b", extra={"classes": ["cat", "dog", "cow"]})]  # fmt: skip
+    assert [s.parsed for s in vgrpo.score(Pick(), ["2", "3"], samples)] == ["square", "cow"]
+    assert [s.parsed for s in vgrpo.score(Toy(), ["2", "3"], samples)] == ["2", "3"]
+    assert vgrpo.scoring.safe_parse(Pick(), "1", Pick().params()) == (None, None)  # no sample: None is passed
+
+
+def test_the_sample_argument_is_chosen_by_signature_once(monkeypatch):
+    import inspect
+
+    class KeywordOnly(Toy):
+        name = "kw"
+
+        def parse(self, completion, params, *, sample):
+            return sample.id
+
+    calls = []
+    signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda fn, **kw: calls.append(fn) or signature(fn, **kw))
+    samples = [vgrpo.Sample(id=str(i)) for i in range(5)]
+    assert [s.parsed for s in vgrpo.score(KeywordOnly(), ["x"] * 5, samples)] == ["0", "1", "2", "3", "4"]
+    vgrpo.score(KeywordOnly(), ["x"], samples[:1])
+    assert calls.count(KeywordOnly.parse) == 1
+
+
+def test_vgrpo_score_lines_give_the_parser_the_lines_record():
+    from vgrpo.cli._score import score_lines
+
+    lines = [(1, '{"completion": "2", "solution": null, "classes": ["circle", "square"]}')]
+    [row] = score_lines(Pick(), lines, Pick().params(), None, {})
+    assert row["parsed"] == "square" and row["error"] is None
+
+
+def test_evaluation_gives_the_parser_its_record(tmp_path):
+    from vgrpo.evaluate import EvalSplit, evaluate
+    from vgrpo.models.adapters import Qwen25VLAdapter
+
+    seen = []
+
+    class SeeingCount(type(vgrpo.get_registry().task("count"))):
+        name = "seeing_count"
+
+        def parse(self, completion, params, sample=None):
+            seen.append(None if sample is None else sample.id)
+            return super().parse(completion, params)
+
+    task = SeeingCount()
+    samples = [vgrpo.Sample(id=i, question="How many?", solution=1) for i in ("a", "b")]
+    adapter = Qwen25VLAdapter()
+    model, processor = adapter.load("tiny")
+    evaluate(model, processor, adapter, [EvalSplit(task, task.params(), samples)], tmp_path, max_new_tokens=2)
+    assert sorted(seen) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("returned", "kind"),
+    [(10**400, "non_finite"), ("0.75", "error"), (b"1", "error"), (float("inf"), "non_finite")],
+)
+def test_values_that_are_no_finite_number_score_the_minimum_and_are_counted(returned, kind):
+    @vgrpo.reward(range=(0.0, 1.0))
+    def odd(completion):
+        return returned
+
+    class Odd(Toy):
+        rewards = (odd,)
+        default_weights = {"odd": 1.0}
+
+    failures: Counter[str] = Counter()
+    (out,) = vgrpo.score(Odd(), ["x"], [vgrpo.Sample(id="a")], failures=failures)
+    assert out.rewards["odd"] == 0.0 and failures == Counter({f"odd/{kind}": 1})
+
+
+def test_a_reward_that_calls_sys_exit_is_a_failing_reward_not_the_end_of_the_run():
+    import sys
+
+    @vgrpo.reward(range=(0.0, 1.0))
+    def leaves(completion):
+        sys.exit(3)
+
+    class Leaves(Toy):
+        rewards = (leaves,)
+        default_weights = {"leaves": 1.0}
+
+    failures: Counter[str] = Counter()
+    (out,) = vgrpo.score(Leaves(), ["x"], [vgrpo.Sample(id="a")], failures=failures)
+    assert out.rewards["leaves"] == 0.0 and failures == Counter({"leaves/error": 1})

@@ -15,7 +15,7 @@ import pytest
 from pydantic import Field
 
 import vgrpo
-from vgrpo.testing import check_reward, check_task, fuzz_completions
+from vgrpo.testing import call_reward, check_reward, check_task, fuzz_completions
 from vgrpo.testing._fuzz import EDGE_CASES
 from vgrpo.validation import validate_task
 
@@ -259,7 +259,7 @@ def test_a_template_that_fails_to_render_is_reported():
         template = vgrpo.PromptTemplate(user="{question} in {colour}")
 
     text = violations(MissingField())
-    assert "template: the prompt does not render (KeyError) on sample 'e'" in text
+    assert "template: the prompt does not render (TemplateFieldError) on sample 'e'" in text
     assert "'colour'" in text
 
 
@@ -357,6 +357,79 @@ def test_fuzz_completions_is_deterministic_and_covers_edge_cases_and_mutations()
     assert all(isinstance(t, str) for t in a)
 
 
+# -- call_reward ---------------------------------------------------------------------------------------------
+@vgrpo.reward("test.length", range=(0.0, 1.0))
+def length(completion: str) -> float:
+    """1.0 for an empty completion, 0.0 from 10 characters."""
+    return max(0.0, 1.0 - len(completion) / 10)
+
+
+@vgrpo.reward("test.lengths", range=(0.0, 100.0), batched=True)
+def lengths(completions: list[str], params: vgrpo.TaskParams) -> list[float]:
+    """The length of each completion (0 when answer tags are not required)."""
+    return [float(len(c)) if params.require_answer_tags else 0.0 for c in completions]
+
+
+class CandidatesTask(EchoTask):
+    """Its parser reads the sample: the answer is an index into the record's candidates."""
+
+    name = "test.candidates"
+    example = {"id": "c", "question": "Which?", "solution": "square", "candidates": ["circle", "square"]}
+    example_completion = "<think>.</think><answer>1</answer>"
+
+    def parse(self, completion: str, params: vgrpo.TaskParams, sample: vgrpo.Sample) -> str | None:
+        answer, candidates = vgrpo.extract_answer(completion), sample.extra["candidates"]
+        index = int(answer) if answer and answer.isdigit() else len(candidates)
+        return candidates[index] if index < len(candidates) else None
+
+
+def test_call_reward_makes_vgrpos_call_on_one_completion():
+    with pytest.raises(TypeError):  # the reason it exists: a Reward's call form is the batch form
+        length("abcde")
+    assert length.fn("abcde") == 0.5 == call_reward(length, completion="abcde")
+    assert call_reward(lengths, completion="abc") == 3.0  # batched: a list of one
+    assert call_reward(lengths, completion="abc", params={"require_answer_tags": False}) == 0.0
+    assert call_reward(lengths, completion="abc", params=EchoParams(require_answer_tags=False)) == 0.0
+    # nothing parsed without a task: the reward gets `parsed` as given (default None)
+    assert call_reward(accuracy, parsed="hi", sample={"solution": "hi"}) == 1.0
+    assert call_reward(accuracy, parsed="hi", sample={"question": "no solution needed"}) == 0.0
+    assert call_reward(accuracy, parsed=None, sample=vgrpo.Sample(id="s", solution=None)) == 1.0
+    # with a task: its parser reads the completion, its example is the default record, its params validate
+    task = EchoTask()
+    assert call_reward(accuracy, task=task, completion="<answer> hi </answer>") == 1.0
+    assert call_reward("format", task=task, completion="<answer>hi</answer>") == 0.0  # a task reward by name
+    assert call_reward(accuracy, task=task, completion="hi", params={"require_answer_tags": False}) == 1.0
+    assert call_reward(accuracy, task=task, parsed="no", completion="<answer>hi</answer>") == 0.0
+    with pytest.raises(vgrpo.ParamsError, match="mode"):
+        call_reward(accuracy, task=task, params={"mode": "loose"})
+    # a parser that asks for the sample gets it, as in training
+    picked = call_reward(accuracy, task=CandidatesTask(), completion="<think>.</think><answer>1</answer>")
+    assert picked == 1.0
+    # registered names: tasks and plugin rewards of the installed plugins
+    right = "<think>.</think><answer>3</answer>"
+    assert call_reward("accuracy", task="count", completion=right, sample={"solution": 3}) == 1.0
+    with pytest.raises(vgrpo.DataError, match="solution"):  # the task checks the record
+        call_reward("accuracy", task="count", completion=right, sample={"solution": "three"})
+
+
+def test_call_reward_fails_where_vgrpo_would_replace_the_value():
+    cases = [
+        (lambda completion: float("nan"), r"non_finite: returned nan.*vgrpo would score 0.0"),
+        (lambda completion: 2.0, r"out_of_range: returned 2.0.*vgrpo would score 1.0"),
+        (lambda completion: vgrpo.RewardFailure("timeout", "slow"), r"timeout: slow.*vgrpo would score 0.0"),
+        (lambda completion: None, r"returned NoneType, expected a number"),
+    ]
+    for fn, message in cases:
+        with pytest.raises(AssertionError, match=message):
+            call_reward(vgrpo.reward("test.bad")(fn), completion="x")
+    with pytest.raises(ZeroDivisionError):  # nothing is caught: the test sees the reward's own exception
+        call_reward(vgrpo.reward("test.raises")(lambda completion: 1 / 0), completion="x")
+    with pytest.raises(TypeError, match="decorate the function with @vgrpo.reward"):
+        call_reward(length.fn, completion="x")
+    with pytest.raises(vgrpo.UnknownNameError, match="did you mean 'format'"):
+        call_reward("formt", task=EchoTask())
+
+
 # -- the pytest plugin ---------------------------------------------------------------------------------------
 def test_the_pytest_plugin_is_registered_and_imports_nothing_heavy():
     eps = [ep for ep in md.entry_points(group="pytest11") if ep.name == "vgrpo"]
@@ -400,6 +473,6 @@ def test_a_broken_plugin_does_not_break_a_pytest_session(fake_site, tmp_path):
 def test_public_names_are_few_and_documented():
     import vgrpo.testing
 
-    assert vgrpo.testing.__all__ == ["check_reward", "check_task", "fuzz_completions"]
+    assert vgrpo.testing.__all__ == ["call_reward", "check_reward", "check_task", "fuzz_completions"]
     for name in vgrpo.testing.__all__:
         assert (getattr(vgrpo.testing, name).__doc__ or "").strip(), name

@@ -56,7 +56,7 @@ def test_a_run_writes_metrics_checkpoints_and_the_resolved_config(data, tmp_path
     assert any(k.endswith("/parse_rate") for k in task_keys) and any(k.endswith("/completion_length") for k in task_keys)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # save_total_limit=1
     ckpt = out / "checkpoint-3"
-    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.json").exists()
     assert "max_steps: 3" in (ckpt / "config.yaml").read_text() and (out / "config.yaml").exists()
     assert (out / "completions.jsonl").read_text().count("\n") == 3 * 2 * 2  # steps x prompts x G
 

@@ -129,24 +129,28 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _breaks_exactness(key: str) -> bool:
+def _breaks_exactness(key: str, exactness: tuple[str, ...] = EXACTNESS_KEYS) -> bool:
     if _MOVABLE.match(key):
         return False
-    return any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in EXACTNESS_KEYS)
+    return any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in exactness)
 
 
-def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[ConfigChange]:
-    """Every dotted key whose value differs between a checkpoint's resolved config and the current one."""
+def config_changes(saved: dict[str, Any], now: dict[str, Any],
+                   exactness: tuple[str, ...] = EXACTNESS_KEYS) -> list[ConfigChange]:  # fmt: skip
+    """Every dotted key whose value differs between a checkpoint's resolved config and the current one
+    (``exactness``: the keys whose change breaks an exact resume, the GRPO recipe's by default)."""
     a, b = _flatten(saved), _flatten(now)
     changes = []
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(f"{k}.") for k in UNCOMPARED_KEYS) or a.get(key) == b.get(key):
             continue
-        changes.append(ConfigChange(key.removesuffix(".len"), a.get(key), b.get(key), _breaks_exactness(key)))
+        changes.append(ConfigChange(key.removesuffix(".len"), a.get(key), b.get(key),
+                                    _breaks_exactness(key, exactness)))  # fmt: skip
     return changes
 
 
-def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool) -> list[ConfigChange]:
+def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool,
+                        exactness: tuple[str, ...] = EXACTNESS_KEYS) -> list[ConfigChange]:  # fmt: skip
     """The config changes since ``checkpoint`` was written (read from its config.yaml); a
     :class:`CheckpointError` listing them when one breaks exactness and ``allow`` is false."""
     import yaml
@@ -156,7 +160,7 @@ def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool) -
         saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint's config ({exc})") from None
-    changes = config_changes(saved, now)
+    changes = config_changes(saved, now, exactness)
     refused = [c for c in changes if c.breaks_exactness]
     if refused and not allow:
         raise CheckpointError(
@@ -168,17 +172,22 @@ def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool) -
     return changes
 
 
-def apply_config_changes(changes: list[ConfigChange], optimizer: Any, scheduler: Any) -> None:
+#: The config keys of the GRPO recipe's learning rate and schedule (``vgrpo sft`` has its own, under ``sft.``).
+SCHEDULE_KEYS = ("optim.lr", "optim.max_steps", "optim.warmup_steps", "optim.lr_scheduler")
+
+
+def apply_config_changes(changes: list[ConfigChange], optimizer: Any, scheduler: Any,
+                         schedule_keys: tuple[str, ...] = SCHEDULE_KEYS) -> None:  # fmt: skip
     """Announce each config change of a resume and apply those the restored state would hide: a new
-    ``optim.lr`` rescales the schedule's base (lr = base · schedule(step)), and a new ``lr``, ``max_steps``,
-    ``warmup_steps`` or ``lr_scheduler`` sets the current rate from the new schedule at the resumed step."""
+    learning rate (``schedule_keys[0]``, ``optim.lr``) rescales the schedule's base (lr = base · schedule(step)),
+    and a change of any of ``schedule_keys`` (lr, ``max_steps``, ``warmup_steps``, ``lr_scheduler``) sets the
+    current rate from the new schedule at the resumed step."""
     for c in changes:
         log.warning("resume: config changed: %s%s", c, " (breaks exactness; allowed by "
                     "checkpoint.allow_config_change)" if c.breaks_exactness else "")  # fmt: skip
-        if c.key == "optim.lr" and c.saved:
+        if c.key == schedule_keys[0] and c.saved:
             scheduler.base_lrs = [b * float(c.now) / float(c.saved) for b in scheduler.base_lrs]
-    schedule_keys = {"optim.lr", "optim.max_steps", "optim.warmup_steps", "optim.lr_scheduler"}
-    if schedule_keys & {c.key for c in changes} and hasattr(scheduler, "lr_lambdas"):
+    if set(schedule_keys) & {c.key for c in changes} and hasattr(scheduler, "lr_lambdas"):
         lrs = [b * f(scheduler.last_epoch) for b, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr

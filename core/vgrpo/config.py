@@ -71,8 +71,10 @@ class TaskEntry(_Section):
     data: list[str] = Field(..., min_length=1, description="JSONL file(s) of records for this task.")
     weight: float = Field(1.0, gt=0, description="Relative sampling weight in the mixture.")
     params: dict[str, Any] = Field(default_factory=dict, description="Task params (see `vgrpo tasks show TASK`).")
-    rewards: dict[str, float] | None = Field(
-        None, description="Reward weights {name: weight}; replaces the task's defaults. Plugin rewards by name."
+    rewards: dict[str, float | dict[str, Any]] | None = Field(
+        None,
+        description="Reward weights {name: weight}; replaces the task's defaults. Plugin rewards by name. "
+        "A reward with params: {name: {weight: w, params: {...}}} (see `vgrpo tasks show`, `vgrpo plugins`).",
     )
     max_samples: int | None = Field(None, gt=0, description="Use at most this many records (the first ones).")
     image_root: str | None = Field(None, description="Directory image paths are relative to (default: the JSONL's).")
@@ -81,6 +83,32 @@ class TaskEntry(_Section):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _reward_settings(cls, value: Any) -> Any:
+        """Each reward: a finite weight, or {weight, params} (params are checked against the reward's model
+        when the mixture is built: the reward's plugin is needed for that)."""
+        import math
+        from collections.abc import Mapping
+
+        from vgrpo.rewards import reward_setting
+
+        if not isinstance(value, dict):
+            return value
+        out: dict[Any, Any] = {}
+        for name, setting in value.items():
+            weight, _ = reward_setting(setting, str(name))
+            try:
+                number = float(weight)
+            except (TypeError, ValueError):
+                number = math.nan
+            entry = isinstance(setting, Mapping)
+            if not math.isfinite(number):
+                where = f"{name}.weight" if entry else str(name)
+                raise ValueError(f"{where}: expected a finite number as the weight, got {weight!r}")
+            out[name] = {**setting, "weight": number} if entry else number
+        return out
 
 
 class GrpoConfig(_Section):
@@ -219,6 +247,31 @@ class EvalConfig(_Section):
         return value
 
 
+class SftConfig(_Section):
+    """`vgrpo sft CONFIG`: supervised fine-tuning on the same task mixture before GRPO (the cold start); the
+    target of a record is its `completion` field, else its task's reference completion."""
+
+    steps: int = Field(100, gt=0, description="Optimizer steps of supervised fine-tuning.")
+    lr: float = Field(
+        1e-5, gt=0, description="Peak learning rate (AdamW; weight decay, betas, clipping from optim)."
+    )
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Schedule over the steps."
+    )
+    batch: int = Field(8, gt=0, description="Records per optimizer step per process.")
+    max_length: int | None = Field(
+        None,
+        gt=0,
+        description="Cut longer targets to this many tokens (counted under counters/sft_truncated); "
+        "default generation.max_completion_length, what GRPO may generate.",
+    )
+    output_dir: str | None = Field(
+        None,
+        description="Where SFT's metrics and checkpoints go (default <output_dir>/sft); `vgrpo train "
+        "model.name_or_path=<it>/checkpoint-<steps>` continues from there with GRPO.",
+    )
+
+
 class LoggingConfig(_Section):
     """Where metrics go."""
 
@@ -259,6 +312,7 @@ class TrainConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     rewards: RewardRuntimeConfig = Field(default_factory=RewardRuntimeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 

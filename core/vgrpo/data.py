@@ -1,7 +1,9 @@
 """The JSONL dataset adapter: records become validated :class:`~vgrpo.task.Sample` objects.
 
 Record: ``{"id", "image": path | [paths], "question", "solution", "image_size"?: [W, H], ...extras}``.
-Image paths are relative to the JSONL file (or ``image_root``). Errors name file, line and field.
+Image paths are relative to the JSONL file (or ``image_root``). Each record is checked field by field
+(:func:`sample_from_record`) and then whole, by its task (``Task.check_record``: extras, template fields,
+solution). Errors name file, line and field.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vgrpo.errors import DataError
-from vgrpo.task import Sample, Task
+from vgrpo.task import Sample, Task, TaskParams
 
 KNOWN_FIELDS = ("id", "image", "question", "solution", "image_size", "input_size")
 
@@ -146,9 +148,36 @@ def read_jsonl_lines(path: str | Path) -> Iterator[JsonLine]:
                 yield JsonLine(lineno, end, error=DataError(f"invalid JSON ({exc})", file=path, line=lineno))
 
 
+def check_record(
+    task: Task, record: Mapping[str, Any], sample: Sample, params: TaskParams
+) -> DataError | None:
+    """The task's whole-record check (``Task.check_record``) of a record that loaded as ``sample``; the
+    problem it finds as a :class:`DataError` (no file or line yet), ``None`` when the record passes.
+
+    Plugin code: whatever it raises is reported, never raised. A task without its own ``check_record`` is
+    checked as the default does, without validating the record a second time: the prompt must render.
+    """
+    try:
+        if getattr(type(task), "check_record", Task.check_record) is Task.check_record:
+            task.build_prompt(sample, params)  # the default's solution check ran when the sample was made
+        else:
+            task.check_record(record, params)
+    except DataError as exc:
+        return DataError(exc.reason, field=exc.field)
+    except ValueError as exc:
+        return DataError(f"{exc} (task {task.name!r})")
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported as this record's problem
+        return DataError(f"task {task.name!r}: checking the record raised {type(exc).__name__}: {exc}")
+    return None
+
+
 @dataclass(frozen=True)
 class RecordCheck:
-    """The outcome for one line of a dataset: the sample, or the problems found (file, line, field)."""
+    """The outcome for one line of a dataset: the sample, or the problems found (file, line, field).
+
+    ``sample`` is ``None`` when the record does not load; a record that loads but that its task's
+    ``check_record`` refuses keeps its sample next to that problem (the image checks still run on it).
+    """
 
     line: int
     end: int
@@ -164,10 +193,13 @@ def iter_records(
     *,
     image_root: str | Path | None = None,
     read_sizes: bool = False,
+    params: TaskParams | Mapping[str, Any] | None = None,
 ) -> Iterator[RecordCheck]:
-    """Each record of a JSONL file validated for ``task``; the per-line loop shared by load and check."""
+    """Each record of a JSONL file validated for ``task`` (its fields, then ``task.check_record`` under
+    ``params``, default: the task's defaults); the per-line loop shared by load and check."""
     path = Path(path)
     base = Path(image_root) if image_root is not None else path.parent
+    params = task.params(params)
     for item in read_jsonl_lines(path):
         if item.error is not None:
             yield RecordCheck(item.line, item.end, problems=(item.error,))
@@ -180,7 +212,10 @@ def iter_records(
             error = DataError(exc.reason, file=path, line=item.line, field=exc.field)
             yield RecordCheck(item.line, item.end, record=item.value, problems=(error,))
             continue
-        yield RecordCheck(item.line, item.end, record=item.value, sample=sample)
+        problem = check_record(task, item.value, sample, params)
+        problems = () if problem is None else (DataError(problem.reason, file=path, line=item.line,
+                                                         field=problem.field),)  # fmt: skip
+        yield RecordCheck(item.line, item.end, record=item.value, sample=sample, problems=problems)
 
 
 def load_jsonl(
@@ -189,10 +224,12 @@ def load_jsonl(
     *,
     image_root: str | Path | None = None,
     read_sizes: bool = False,
+    params: TaskParams | Mapping[str, Any] | None = None,
 ) -> list[Sample]:
-    """All records of a JSONL file as samples for ``task``; the first bad record raises DataError."""
+    """All records of a JSONL file as samples for ``task``, each checked whole by ``task.check_record``
+    (under ``params``, default: the task's defaults); the first bad record raises DataError."""
     samples = []
-    for result in iter_records(path, task, image_root=image_root, read_sizes=read_sizes):
+    for result in iter_records(path, task, image_root=image_root, read_sizes=read_sizes, params=params):
         if result.problems:
             raise result.problems[0]
         assert result.sample is not None
@@ -211,6 +248,10 @@ def _image_paths(record: Any, base: Path) -> tuple[str, ...]:
     return ()
 
 
+#: Questions longer than this many characters are reported by ``vgrpo data check`` (training cuts them).
+MAX_QUESTION_CHARS = 16_384
+
+
 def probe_image(path: str | Path, *, decode: bool = False) -> tuple[tuple[int, int] | None, str | None]:
     """((W, H), None) for an image file PIL can read, else (None, what is wrong).
 
@@ -224,11 +265,20 @@ def probe_image(path: str | Path, *, decode: bool = False) -> tuple[tuple[int, i
         return None, f"image not found: {path}"
     if not path.is_file():
         return None, f"image path is not a file: {path}"
+    from vgrpo.prompts import MAX_ASPECT_RATIO, MAX_DECODE_PIXELS
+
     try:
         with Image.open(path) as img:
             size = (int(img.width), int(img.height))
+            fmt = img.format
             img.verify()
-        if decode:
+        w, h = size
+        if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+            return None, f"image {path} is {w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which training skips"
+        if w * h > MAX_DECODE_PIXELS and fmt != "JPEG":  # a JPEG is reduced while it decodes
+            return None, (f"image {path} is {w}×{h}: more than the {MAX_DECODE_PIXELS:,} pixels training decodes "
+                          "at most, so training skips it; resize it")  # fmt: skip
+        if decode and w * h <= MAX_DECODE_PIXELS:
             with Image.open(path) as img:
                 img.load()
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
@@ -242,13 +292,14 @@ def check_records(
     *,
     image_root: str | Path | None = None,
     decode: bool = False,
+    params: TaskParams | Mapping[str, Any] | None = None,
 ) -> Iterator[RecordCheck]:
     """Like :func:`iter_records`, and also: every image exists and PIL can read it, and ``image_size``
     (when given) is the real size of the first image. Never stops at a problem."""
     path = Path(path)
     base = Path(image_root) if image_root is not None else path.parent
     seen: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
-    for result in iter_records(path, task, image_root=image_root):
+    for result in iter_records(path, task, image_root=image_root, params=params):
         problems = list(result.problems)
         bad_image_field = any(p.field == "image" for p in problems)
         images = result.sample.images if result.sample is not None else _image_paths(result.record, base)
@@ -260,6 +311,11 @@ def check_records(
             sizes.append(size)
             if error is not None:
                 problems.append(DataError(error, file=path, line=result.line, field="image"))
+        question = result.sample.question if result.sample is not None else ""
+        if len(question) > MAX_QUESTION_CHARS:
+            problems.append(DataError(f"{len(question):,} characters: training cuts a question to its last "
+                                      "generation.max_prompt_length tokens (default 4096)", file=path,
+                                      line=result.line, field="question"))  # fmt: skip
         given = result.sample.image_size if result.sample is not None else None
         if given is not None and sizes and sizes[0] is not None and tuple(sizes[0]) != given:
             w, h = sizes[0]
@@ -289,8 +345,10 @@ def check_jsonl(
     image_root: str | Path | None = None,
     decode: bool = False,
     on_line: Callable[[RecordCheck], None] | None = None,
+    params: TaskParams | Mapping[str, Any] | None = None,
 ) -> list[DataError]:
-    """Every problem of a dataset file for ``task``, each naming file, line and field (``[]`` = clean).
+    """Every problem of a dataset file for ``task``, each naming file, line and field (``[]`` = clean),
+    the task's own (``check_record`` under ``params``) included.
 
     Unlike :func:`load_jsonl` it does not stop at the first bad line (see :func:`check_records`); a file
     without records is a problem too, and so is an id used by an earlier line (evaluation needs unique ids;
@@ -300,7 +358,7 @@ def check_jsonl(
     problems: list[DataError] = []
     lines = 0
     first_line: dict[str, int] = {}  # id -> the line that used it first
-    for result in check_records(path, task, image_root=image_root, decode=decode):
+    for result in check_records(path, task, image_root=image_root, decode=decode, params=params):
         lines += 1
         rid = _record_id(result)
         if rid is not None and rid in first_line:

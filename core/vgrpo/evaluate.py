@@ -26,6 +26,7 @@ from vgrpo.config import GenerationConfig, TrainConfig
 from vgrpo.data import load_jsonl
 from vgrpo.errors import DataError
 from vgrpo.models.adapters import ModelAdapter
+from vgrpo.plugins import plugin_output
 from vgrpo.prompts import Prompt, encode_prompts, open_images
 from vgrpo.rollout import eos_token_ids, row_seed, sample
 from vgrpo.scoring import safe_parse
@@ -66,7 +67,7 @@ def build_eval_splits(
         task = registry.task(entry.task)
         params = task_params(task, entry.params, adapter)
         files = config.eval.data.get(entry.task, entry.data)
-        samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root)]
+        samples = [s for f in files for s in load_jsonl(f, task, image_root=entry.image_root, params=params)]
         split = EvalSplit(task, params, samples[: config.eval.max_samples])
         unique_samples(split)
         _check_images(split.task.name, split.samples)
@@ -274,7 +275,7 @@ def _generate(
         rollout = sample(model, processor, inputs, gen, eos, seeds=seeds, generate_kwargs=generate_kwargs)
     rows = []
     for (s, x, i), text, size in zip(chunk, rollout.texts, sizes):
-        parsed, error = safe_parse(s.task, text, s.params)
+        parsed, error = safe_parse(s.task, text, s.params, replace(x, input_size=size) if size else x)
         rows.append({"task": s.task.name, "id": x.id, "sample": i, "sampling": mode,
                      "max_new_tokens": gen.max_completion_length, "completion": text, "parsed": parsed,
                      "input_size": list(size) if size else None, "error": error})  # fmt: skip
@@ -294,17 +295,23 @@ def _split_metrics(
     per_index: list[dict[str, float]] = []
     predictions: list[Any] = []
     samples: list[Sample] = []
+    errors: list[str] = []
     for i in range(num_samples):
         rows = [done[_key(name, x.id, i, mode, max_new_tokens)] for x in split.samples]
         index_samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
                          for x, r in zip(split.samples, rows)]  # fmt: skip
         index_predictions = [r["parsed"] for r in rows]
-        per_index.append(dict(task.metric(index_predictions, index_samples, split.params)))
+        errors += [r["error"] for r in rows if r.get("error")]
+        per_index.append(_safe_metric(task, index_predictions, index_samples, split.params))
         predictions += index_predictions
         samples += index_samples
+    if errors:  # never silent: the parser raised on some completions (they count as unparsed)
+        log.warning("eval %s: the parser raised on %d of %d completions, e.g. %s", name, len(errors),
+                    len(predictions), errors[0])  # fmt: skip
     result = {key: sum(float(m[key]) for m in per_index) / num_samples for key in per_index[0]}
     if ks:
-        correct = task.correct(predictions, samples, split.params)
+        with plugin_output():
+            correct = task.correct(predictions, samples, split.params)
         n_records = len(split.samples)
         counts = [sum(bool(correct[i * n_records + r]) for i in range(num_samples)) for r in range(n_records)]
         for k in ks:
@@ -314,6 +321,21 @@ def _split_metrics(
     result["unparsed"] = float(unparsed)
     result["n"] = float(len(split.samples))
     return result
+
+
+def _safe_metric(task: Task, predictions: list[Any], samples: list[Sample], params: TaskParams) -> dict[str, float]:
+    """The task's metric over a split; a metric that raises or gives a non-finite value is reported (with the
+    exception) and reads NaN, so the other tasks' evaluation goes on."""
+    try:
+        with plugin_output():
+            values = {str(k): float(v) for k, v in dict(task.metric(predictions, samples, params)).items()}
+    except Exception as exc:  # noqa: BLE001 - plugin code: reported, never fatal
+        log.warning("eval %s: the metric raised %s: %s; its values read NaN", task.name, type(exc).__name__, exc)
+        return {m: float("nan") for m in task.metric_names}
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if bad:
+        log.warning("eval %s: the metric gave non-finite %s", task.name, ", ".join(f"{k}={values[k]}" for k in bad))
+    return values
 
 
 def _check_images(task: str, samples: Iterable[Sample]) -> None:

@@ -91,11 +91,14 @@ def grpo_loss(
         low = (ratio < 1 - epsilon) & (adv < 0)
         high = (ratio > 1 + eps_high) & (adv > 0)
         region = (low | high).to(logps.dtype)
-        if region.shape[1] == 1:  # sequence-level ratios: the share of sequences, as TRL reports it
+        # Decided by the level, not by the shape: a batch of one-token completions is [B, 1] at token
+        # level too, and its masked rows (empty completions) are not tokens. TRL 1.x guesses the level from
+        # the shape there, so it counts those rows; vgrpo follows TRL's definition (a masked mean over tokens).
+        if importance_sampling_level == "sequence":  # the share of sequences, every row, as TRL reports it
             clip_ratio = region.mean()
         else:
             clip_ratio = (region * mask).sum() / tokens
-        mean_kl = (kl * mask).sum() / tokens
+        mean_kl = (kl * mask).sum() / tokens  # a masked mean over tokens at either level
     return LossOutput(loss=loss, kl=mean_kl, clip_ratio=clip_ratio)
 
 

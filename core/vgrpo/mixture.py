@@ -130,10 +130,11 @@ def build_mixture(config: TrainConfig, registry: PluginRegistry, adapter: ModelA
     for item in config.tasks:
         task = registry.task(item.task)
         params = task_params(task, item.params, adapter)
-        weights = resolve_weights(task, item.rewards, registry.rewards)
+        at = next(i for i, t in enumerate(config.tasks) if t is item)  # errors name tasks[i].rewards.…
+        weights = resolve_weights(task, item.rewards, registry.rewards, key=f"tasks[{at}].rewards")
         samples: list[Sample] = []
         for path in item.data:
-            samples += load_jsonl(path, task, image_root=item.image_root, read_sizes=True)
+            samples += load_jsonl(path, task, image_root=item.image_root, read_sizes=True, params=params)
         if item.max_samples is not None:
             samples = samples[: item.max_samples]
         if not samples:

@@ -7,11 +7,13 @@ silently shadowed. Every problem is recorded with the entry point, distribution 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata as md
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
@@ -22,7 +24,7 @@ from packaging.utils import canonicalize_name
 
 from vgrpo import hookspecs
 from vgrpo.errors import MissingPluginsError, NameConflictError, PluginLoadError, UnknownNameError
-from vgrpo.rewards import Reward
+from vgrpo.rewards import Reward, RewardTable
 from vgrpo.task import Task
 from vgrpo.validation import validate_task
 
@@ -83,8 +85,12 @@ class PluginRegistry:
         return {n: o.obj for n, o in sorted(self._entries["task"].items())}
 
     @property
-    def rewards(self) -> dict[str, Reward]:
-        return {n: o.obj for n, o in sorted(self._entries["reward"].items())}
+    def rewards(self) -> RewardTable:
+        """The plugin rewards by name; names two distributions claim are left out and listed in
+        ``.conflicts`` (name → message naming both), so a use of one can say so."""
+        table = {n: o.obj for n, o in sorted(self._entries["reward"].items())}
+        conflicts = {n: _conflict_message("reward", n, o) for n, o in self._conflicts["reward"].items()}
+        return RewardTable(table, conflicts=conflicts)
 
     @property
     def model_adapters(self) -> dict[str, Any]:
@@ -158,11 +164,12 @@ class PluginRegistry:
         return {"plugins": plugins, "errors": [asdict(e) for e in self.errors]}
 
     # -- registration (used by discovery) ------------------------------------------------------------------
-    def _add(self, kind: str, name: str, owner: _Owner) -> str | None:
-        """Register a name; returns an error message on conflict (and withdraws the name)."""
+    def _add(self, kind: str, name: str, owner: _Owner) -> list[tuple[_Owner, str]]:
+        """Register a name. On a conflict the name is withdrawn and the result lists, for each claimant that
+        has no problem row about it yet, the message to file under it (the same for all, naming them all)."""
         if name in self._conflicts[kind]:
             self._conflicts[kind][name].append(owner)
-            return _conflict_message(kind, name, self._conflicts[kind][name])
+            return [(owner, _conflict_message(kind, name, self._conflicts[kind][name]))]
         if name in self._entries[kind]:
             first = self._entries[kind].pop(name)
             self._conflicts[kind][name] = [first, owner]
@@ -170,14 +177,18 @@ class PluginRegistry:
                 bucket = {"task": p.tasks, "reward": p.rewards, "model adapter": p.model_adapters}[kind]
                 if p.name == first.entry_point and name in bucket:
                     bucket.remove(name)
-            return _conflict_message(kind, name, self._conflicts[kind][name])
+            message = _conflict_message(kind, name, self._conflicts[kind][name])
+            return [(first, message), (owner, message)]
         self._entries[kind][name] = owner
-        return None
+        return []
 
 
 def _conflict_message(kind: str, name: str, owners: Sequence[_Owner]) -> str:
     who = " and ".join(f"{o.distribution} {o.version} (entry point {o.entry_point!r})" for o in owners)
-    return f"{kind} name {name!r} is provided by {who}; it is unusable until one of them is uninstalled"
+    return (
+        f"{kind} name {name!r} is provided by {who}; it is unusable until one of them is uninstalled "
+        f"(or disabled by entry point: {DISABLE_ENV}={owners[-1].entry_point})"
+    )
 
 
 def _dist_name(dist: md.Distribution) -> str:
@@ -227,18 +238,34 @@ def _as_list(value: Any, hook: str) -> list[Any]:
     raise TypeError(f"hook {hook} must return a list, got {type(value).__name__}")
 
 
+@contextlib.contextmanager
+def plugin_output() -> Iterator[None]:
+    """Run plugin code inside this: what it prints goes to stderr, so vgrpo's machine-readable stdout (``--json``,
+    ``vgrpo score``'s JSONL) stays valid whatever a plugin prints. (Reward workers redirect at the file
+    descriptor, which catches C extensions too.)"""
+    sys.stdout.flush()
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def load_plugins(
     *,
     strict: bool | None = None,
     disabled: Iterable[str] | None = None,
     path: list[str] | None = None,
 ) -> PluginRegistry:
-    """Discover, load and validate every installed plugin.
+    """Discover, load and validate every installed plugin (their imports, hooks and checks run inside
+    :func:`plugin_output`).
 
     ``strict`` (default: env ``VGRPO_STRICT_PLUGINS=1``) turns any recorded problem into a
     :class:`PluginLoadError`; ``disabled`` (plus env ``VGRPO_DISABLE_PLUGINS=a,b``) skips entry points by
     name; ``path`` searches these directories instead of ``sys.path``.
     """
+    with plugin_output():
+        return _load_plugins(strict=strict, disabled=disabled, path=path)
+
+
+def _load_plugins(*, strict: bool | None, disabled: Iterable[str] | None, path: list[str] | None) -> PluginRegistry:
     if strict is None:
         strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     blocked = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
@@ -342,10 +369,17 @@ def _register_item(
             problem(f"model adapter {item!r} has no 'name'")
             return
         kind, bucket = "model adapter", info.model_adapters
-    conflict = registry._add(kind, name, owner)
-    if conflict:
-        problem(conflict)
-    else:
+    conflicts = registry._add(kind, name, owner)
+    for claimant, message in conflicts:  # a row under every entry point claiming the name, not the last one
+        if claimant is owner:
+            problem(message)
+        else:
+            registry.errors.append(
+                PluginProblem(claimant.entry_point, claimant.distribution, claimant.version, message)
+            )
+            log.warning("vgrpo plugin %r (%s %s): %s", claimant.entry_point, claimant.distribution,
+                        claimant.version, message)  # fmt: skip
+    if not conflicts:
         bucket.append(name)
 
 

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from vgrpo.errors import VgrpoError
-from vgrpo.rewards import Reward
+from vgrpo.rewards import Reward, RewardWeights
 from vgrpo.scoring import Score
 from vgrpo.task import Sample, Task, TaskParams
 
@@ -139,12 +139,13 @@ class RewardPool:
         with self._lock:
             worker = self._free.pop()
         try:
-            request = {
+            weights = RewardWeights.of(weights)  # numbers for a failed call's minima; reward params travel as
+            request = {  # plain data in the config's {weight, params} form, validated again in the worker
                 "task": task.name,
                 "completions": list(completions),
                 "samples": list(samples),
                 "params": params.model_dump(),
-                "weights": dict(weights),
+                "weights": weights.to_config(),
             }
             reply = worker.call(request, self.timeout_s)
         finally:

@@ -8,6 +8,7 @@ Nothing a plugin does to one completion can abort the batch.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections import Counter
@@ -15,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vgrpo.errors import ParamsError
+from vgrpo.errors import NameConflictError, ParamsError
 from vgrpo.metrics import StepStats
-from vgrpo.rewards import Reward, RewardFailure
-from vgrpo.task import Sample, Task, TaskParams
+from vgrpo.rewards import Reward, RewardFailure, RewardWeights, reward_setting
+from vgrpo.task import Sample, Task, TaskParams, call_parse
 
 if TYPE_CHECKING:
     from vgrpo.mixture import MixtureEntry
@@ -37,10 +38,13 @@ class Score:
     errors: list[str] = field(default_factory=list)
 
 
-def safe_parse(task: Task, completion: str, params: TaskParams) -> tuple[Any, str | None]:
-    """The task's parse, with any exception turned into (None, message)."""
+def safe_parse(
+    task: Task, completion: str, params: TaskParams, sample: Sample | None = None
+) -> tuple[Any, str | None]:
+    """The task's parse (given ``sample`` when it asks for it, see :func:`~vgrpo.task.call_parse`), with any
+    exception turned into (None, message). Every caller that scores or evaluates parses through it."""
     try:
-        return task.parse(completion, params), None
+        return call_parse(task, completion, params, sample), None
     except Exception as exc:  # noqa: BLE001 - a parser that raises breaks the contract, not the run
         log.debug("task %s: parse raised", task.name, exc_info=True)
         return None, f"parse raised {type(exc).__name__}: {exc}"
@@ -50,12 +54,14 @@ def _check_value(reward: Reward, value: Any) -> tuple[float, str | None]:
     lo, hi = reward.range
     if isinstance(value, RewardFailure):
         return lo, value.kind + (f": {value.message}" if value.message else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)  # numpy scalars
-        except (TypeError, ValueError):
-            return lo, f"error: returned {type(value).__name__}, expected a number"
-    value = float(value)
+    if isinstance(value, (str, bytes)):  # "0.75" is text, not a score: a reward bug to count, not to guess
+        return lo, f"error: returned {type(value).__name__} {value[:40]!r}, expected a number"
+    try:
+        value = float(value)  # numpy scalars too
+    except OverflowError:
+        return lo, "non_finite: returned an integer too large for a float"
+    except (TypeError, ValueError):
+        return lo, f"error: returned {type(value).__name__}, expected a number"
     if not math.isfinite(value):
         return lo, f"non_finite: returned {value}"
     if value < lo or value > hi:
@@ -73,7 +79,7 @@ def apply_reward(
     """Values and per-item failure messages (``None`` = fine) for one reward over a batch."""
     try:
         raw = reward(parsed, samples, params, completions)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a reward that calls sys.exit() is a failing reward
         if len(parsed) > 1:  # find which items fail: retry one by one
             values, errors = [], []
             for i in range(len(parsed)):
@@ -88,19 +94,43 @@ def apply_reward(
 
 
 def resolve_weights(
-    task: Task, weights: Mapping[str, Any] | None, plugin_rewards: Mapping[str, Reward] | None = None
-) -> dict[str, float]:
-    """Reward weights for ``task``: its defaults, or exactly the given mapping (unlisted rewards weigh 0)."""
+    task: Task,
+    weights: Mapping[str, Any] | None,
+    plugin_rewards: Mapping[str, Reward] | None = None,
+    *,
+    key: str = "rewards",
+) -> RewardWeights:
+    """Reward weights for ``task``: its defaults, or exactly the given mapping (unlisted rewards weigh 0).
+
+    A weight is a number, or ``{"weight": w, "params": {...}}`` for a reward with a params model; those params
+    are validated here (``.params`` of the result), errors naming the key path from ``key``, e.g.
+    ``tasks[0].rewards.acme.length_penalty.params.max_words``. A name two plugins register
+    (``plugin_rewards.conflicts`` of ``PluginRegistry.rewards``) raises
+    :class:`~vgrpo.errors.NameConflictError` naming both; an unknown name, a ``ParamsError`` with the closest.
+    """
     if weights is None:
-        return {k: float(v) for k, v in task.default_weights.items()}
+        return RewardWeights({k: float(v) for k, v in task.default_weights.items()})
     valid = list(task.reward_map()) + [n for n in (plugin_rewards or {}) if n not in task.reward_map()]
-    out = {}
+    conflicts = getattr(plugin_rewards, "conflicts", {})
+    resolved = weights.params if isinstance(weights, RewardWeights) else {}
+    out = RewardWeights()
     for name, w in weights.items():
+        w, given = reward_setting(w, f"{key}.{name}")
+        given = resolved.get(name, given)
+        if name not in valid and name in conflicts:
+            raise NameConflictError(f"reward weights for task {task.name!r}: {conflicts[name]}")
         if name not in valid:
-            raise ParamsError(f"reward weights: unknown reward {name!r} for task {task.name!r}; valid: {valid}")
+            hint = difflib.get_close_matches(str(name), valid, n=1)
+            raise ParamsError(
+                f"reward weights: unknown reward {name!r} for task {task.name!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid: {valid}"
+            )
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ParamsError(f"reward weights: {name!r} must be a finite number, got {w!r}")
         out[name] = float(w)
+        if given is not None:
+            reward = task.reward_map().get(name) or (plugin_rewards or {})[name]
+            out.params[name] = reward.make_params(given, key=f"{key}.{name}.params")
     return out
 
 
@@ -128,15 +158,15 @@ def score(
         plugin_rewards[n] for n in w if n not in task.reward_map() and plugin_rewards is not None
     ]
     parsed, errors = [], []
-    for c in completions:
-        p, e = safe_parse(task, c, params)
+    for c, sample in zip(completions, samples):
+        p, e = safe_parse(task, c, params, sample)
         parsed.append(p)
         errors.append([e] if e else [])
         if e and failures is not None:
             failures["parse/error"] += 1
     table: dict[str, list[float]] = {}
     for r in rewards:
-        values, errs = apply_reward(r, parsed, samples, params, completions)
+        values, errs = apply_reward(r.with_params(w.params.get(r.name)), parsed, samples, params, completions)
         table[r.name] = values
         for i, e in enumerate(errs):
             if e:

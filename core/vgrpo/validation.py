@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from vgrpo.data import sample_from_record
 from vgrpo.rewards import Reward, RewardFailure
 from vgrpo.scoring import _check_value
-from vgrpo.task import TASK_NAME_RE, Task, TaskParams
+from vgrpo.task import TASK_NAME_RE, Task, TaskParams, call_parse
 
 
 def validate_task(task: Task) -> list[str]:
@@ -81,7 +81,7 @@ def validate_task(task: Task) -> list[str]:
         problems.append(f"template does not render on the example: {exc}")
     for text in ("", task.example_completion):
         try:
-            parsed = task.parse(text, params)
+            parsed = call_parse(task, text, params, sample)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"parse() raised {type(exc).__name__} on {text[:40]!r}: {exc}")
             continue

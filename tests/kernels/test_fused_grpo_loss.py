@@ -186,3 +186,49 @@ def test_never_materialises_the_batch_logits():
         fused_grpo_loss(hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, beta=0.04, chunk_size=8,
                         return_entropy=True).loss.backward()  # fmt: skip
     assert Largest.largest <= max(8 * V, V * H) < mask.sum() * V  # a chunk's logits, or grad_weight
+
+
+def short_batch(lengths, seed):
+    """Completions of the given lengths (0 = a fully masked row), padded to the longest."""
+    b, t = len(lengths), max(lengths)
+    gen = torch.Generator().manual_seed(seed)
+    hid = torch.randn(b, t, H, generator=gen)
+    w = torch.randn(V, H, generator=gen) * 0.5
+    ids = torch.randint(0, V, (b, t), generator=gen)
+    mask = (torch.arange(t) < torch.tensor(lengths)[:, None]).float()
+    ids[mask == 0] = -1
+    base = naive_logps(hid, w, ids, 1.0)
+    old = base + 0.5 * torch.randn(b, t, generator=gen)
+    ref = base + 0.3 * torch.randn(b, t, generator=gen)
+    return hid, w, ids, mask, old, ref, torch.randn(b, generator=gen), base
+
+
+LENGTHS = [[1, 0, 1, 1, 0, 1], [1, 0, 1], [1, 1, 1, 1], [1, 0, 5, 1, 3, 0], [1, 1, 4], [0, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=str)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("seed", range(4))
+def test_one_token_completions_and_masked_rows_same_statistics_fused_and_naive(lengths, level, seed):
+    # Token level: clip_ratio and kl are masked means over completion tokens, whatever the padded width
+    # (a batch of one-token completions is [B, 1], the shape of sequence-level ratios). Sequence level:
+    # clip_ratio is the share of sequences (every row, as TRL counts it); kl still the masked token mean.
+    hid, w, ids, mask, old, ref, adv, base = short_batch(lengths, seed)
+    kw = dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.04, importance_sampling_level=level)
+    fused = fused_grpo_loss(hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, **kw)
+    naive = grpo_loss(base, old, adv, mask, ref_logps=ref, **kw)
+    eps_low, eps_high = 0.2, 0.28
+    if level == "token":
+        ratio = torch.exp(base - old)
+        clipped = ((ratio < 1 - eps_low) & (adv[:, None] < 0)) | ((ratio > 1 + eps_high) & (adv[:, None] > 0))
+        want_clip = (clipped.float() * mask).sum() / mask.sum()
+    else:
+        ratio = torch.exp(((base - old) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0))
+        clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+        want_clip = clipped.float().mean()
+    delta = ref - base
+    want_kl = ((torch.exp(delta) - delta - 1) * mask).sum() / mask.sum()
+    for out in (naive, fused):
+        assert out.clip_ratio.item() == pytest.approx(want_clip.item(), abs=1e-6)
+        assert out.kl.item() == pytest.approx(want_kl.item(), rel=1e-4)
+    torch.testing.assert_close(fused.loss, naive.loss, atol=1e-6, rtol=1e-5)

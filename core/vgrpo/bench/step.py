@@ -14,10 +14,9 @@ in generation (vgrpo's rule; TRL suppresses only the image token by default).
 Fixed-length generation: a random model ends a completion early at random, so both set ``min_new_tokens =
 max_completion_length`` (EOS is suppressed until then) and every step generates and trains on exactly
 P·G·L completion tokens in both (``--free-length`` turns it off). TRL's processor: ``AutoProcessor`` on the
-saved tiny folder gives a bare tokenizer (Qwen2.5-VL's processor wants a video processor, which needs
-torchvision), so TRL gets vgrpo's image-only Qwen2.5-VL processor (:func:`load_image_only_processor`) with
-``padding_side="left"``, as TRL sets when it loads a processor itself (right padding misaligns the processor's
-``mm_token_type_ids`` with TRL's left-padded prompts and fails in ``get_rope_index``).
+saved tiny folder (a stock image-only processor class, no torchvision needed), with ``padding_side="left"``,
+as TRL sets when it loads a processor itself (right padding misaligns the processor's ``mm_token_type_ids``
+with TRL's left-padded prompts and fails in ``get_rope_index``).
 
 Time per step: vgrpo, the wall time of :meth:`Trainer.train_step` (sampling prompts and opening images, rollout,
 rewards, advantages, loss, backward, optimizer); TRL, ``on_step_begin`` → ``on_step_end`` of a
@@ -188,17 +187,16 @@ def trl_trainer(
     """TRL's GRPOTrainer on the saved tiny model, set up as the benchmark runs it (settings from ``args``, the
     benchmark's arguments; ``warmup + steps`` optimizer steps); the TRL interop test builds on it too."""
     import torch
-    from transformers import AutoModelForImageTextToText, PrinterCallback
+    from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from vgrpo.models.adapters import ModelAdapter
-    from vgrpo.models.tiny import load_image_only_processor
     from vgrpo.rollout import visual_token_ids
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     for _, param in ModelAdapter().vision_parameters(model):  # vgrpo's freeze_vision rule
         param.requires_grad_(False)
-    processor = load_image_only_processor(model_dir)  # AutoProcessor gives a bare tokenizer without torchvision
+    processor = AutoProcessor.from_pretrained(model_dir)  # what a TRL user writes
     processor.tokenizer.padding_side = "left"  # as TRL sets when it loads the processor itself (prompts left-padded)
     generation_kwargs: dict[str, Any] = {"suppress_tokens": visual_token_ids(model)}
     if not args.free_length:

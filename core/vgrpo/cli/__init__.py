@@ -1,7 +1,8 @@
 """The ``vgrpo`` command line: rich tables for people, ``--json`` for programs.
 
 One module per command group: ``_plugins`` (plugins, tasks, env, new-plugin), ``_score``, ``_data`` (synth,
-check, convert) and ``_run`` (train, eval, config); this module holds the parser and :func:`main`.
+check, convert), ``_run`` (train, eval, config) and ``_sft`` (sft, plot, demo); this module holds the parser
+and :func:`main`.
 
 Exit status: 0 on success; 1 when the command failed (a vgrpo error: a plugin problem, a checkpoint that
 cannot be resumed, training that cannot go on); 2 for a usage or input error (unknown task, bad ``--params``,
@@ -21,11 +22,12 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 
 from vgrpo import __version__
-from vgrpo.cli._common import console
+from vgrpo.cli._common import console, own_stdout
 from vgrpo.cli._data import cmd_data
 from vgrpo.cli._plugins import cmd_env, cmd_new_plugin, cmd_plugins, cmd_tasks, example_prompt, task_info
 from vgrpo.cli._run import cmd_config, cmd_eval, cmd_train
 from vgrpo.cli._score import cmd_score, score_lines
+from vgrpo.cli._sft import add_commands as add_sft_commands
 from vgrpo.errors import DataError, Interrupted, ParamsError, UnknownNameError, VgrpoError
 
 __all__ = [
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, e.g. examples/tiny.yaml")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.max_steps=10 output_dir=runs/x")
 
+    add_sft_commands(sub, common, _command)  # sft, plot, demo
+
     p = _command(sub, common, "config", cmd_config, "`config show CONFIG [overrides]` or `config schema`")
     p.add_argument("action", choices=["show", "schema"])
     p.add_argument("config", nargs="?", help="YAML config (show)")
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help=task_help + "default: read from the records)")
     root_help = "folder image paths are relative to (check, convert; default: the file's)"
     p.add_argument("--image-root", help=root_help)
+    p.add_argument("--params", help='task params as JSON, as the config would set them (check), e.g. \'{"coords": "norm1000"}\'')
     p.add_argument("--from", dest="source", help="format of the file to convert: vlm-r1 (convert)")
     p.add_argument("-o", "--output", help="JSONL file the converted records go to (convert)")
     p.add_argument("--n", type=int, default=200, help="train records per task (synth, default 200)")
@@ -184,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = RichHandler(console=console(stderr=True))
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     try:
-        return int(args.func(args) or 0)
+        with own_stdout():  # plugin prints go to stderr; the command writes to out()
+            return int(args.func(args) or 0)
     except VgrpoError as exc:
         console(stderr=True).print(Text.assemble(("error: ", "red"), str(exc)), highlight=False)
         return USAGE_ERROR if isinstance(exc, _USAGE_ERRORS) else FAILED

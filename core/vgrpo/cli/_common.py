@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-from typing import Any
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -14,9 +17,31 @@ from vgrpo.errors import ParamsError
 from vgrpo.plugins import PluginRegistry, load_plugins
 
 
+#: vgrpo's own stdout while a command runs (the stream :func:`vgrpo.cli.main` found); meanwhile ``sys.stdout``
+#: is stderr, so whatever plugin code prints cannot corrupt ``--json`` or ``vgrpo score``'s JSONL.
+_OUT: list[TextIO] = []
+
+
+def out() -> TextIO:
+    """The stream a command writes its output to (machine-readable or not): the real stdout."""
+    return _OUT[-1] if _OUT else sys.stdout
+
+
+@contextlib.contextmanager
+def own_stdout() -> Iterator[None]:
+    """Run a command: its output goes to :func:`out` (the stdout found here), everything else printed on
+    stdout (plugin code at import or in any call) to stderr."""
+    _OUT.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _OUT.pop()
+
+
 def console(stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr) that never wraps: logs and pipes keep whole lines."""
-    return Console(stderr=stderr, soft_wrap=False)
+    """A rich console on the command's stdout (or stderr) that never wraps: logs and pipes keep whole lines."""
+    return Console(stderr=True, soft_wrap=False) if stderr else Console(file=out(), soft_wrap=False)
 
 
 def registry_of(args: argparse.Namespace, *, quiet: bool = False) -> PluginRegistry:

@@ -8,7 +8,7 @@ import json
 from rich.table import Table
 from rich.text import Text
 
-from vgrpo.cli._common import cells, console, registry_of
+from vgrpo.cli._common import cells, console, json_arg, out, registry_of
 from vgrpo.errors import ParamsError
 
 
@@ -55,14 +55,16 @@ def _data_check(args: argparse.Namespace) -> int:
             "data check: expected --task TASK and a JSONL file, e.g. `vgrpo data check --task TASK d.jsonl`"
         )
     task = registry_of(args).task(args.task)
+    params = task.params(json_arg(args.params, "--params"))  # a bad --params is reported with its key
     with Progress(console=console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"checking {args.path}", total=None)
         problems = check_jsonl(
-            args.path, task, image_root=args.image_root, decode=True, on_line=lambda _: progress.advance(bar)
+            args.path, task, image_root=args.image_root, decode=True, params=params,
+            on_line=lambda _: progress.advance(bar),
         )
     if args.json:
         rows = [{"file": p.file, "line": p.line, "field": p.field, "problem": p.reason} for p in problems]
-        print(json.dumps({"file": args.path, "task": args.task, "problems": rows}, indent=2))
+        print(json.dumps({"file": args.path, "task": args.task, "problems": rows}, indent=2), file=out())
         return 1 if problems else 0
     con = console()
     if not problems:
@@ -103,7 +105,7 @@ def _data_convert(args: argparse.Namespace) -> int:
             "converted": report.converted,
             "problems": [{"line": p.line, "field": p.field, "problem": p.reason} for p in report.problems],
         }
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2), file=out())
         return 1 if report.failed else 0
     con = console(stderr=True)
     if report.problems:

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from vgrpo.cli._common import cells, console, dumps, registry_of
+from vgrpo.cli._common import cells, console, dumps, out, registry_of
 from vgrpo.errors import ParamsError
 from vgrpo.plugins import PluginRegistry
+from vgrpo.rewards import Reward
 
 
 # -- vgrpo plugins -------------------------------------------------------------------------------------------
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = registry_of(args, quiet=True)
     if args.json:
-        print(json.dumps(registry.to_json(), indent=2))
+        doc = registry.to_json()  # plus (additive) each usable plugin reward: range, params with defaults
+        doc["rewards"] = [
+            {**reward_info(registry.rewards[n]), "plugin": p["name"], "distribution": p["distribution"]}
+            for p in doc["plugins"] for n in p["rewards"] if n in registry.rewards
+        ]  # fmt: skip
+        print(json.dumps(doc, indent=2, default=repr), file=out())
         return 0
     con = console()
     table = Table(title="vgrpo plugins", title_justify="left", box=box.SIMPLE_HEAD)
@@ -28,7 +33,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=True, overflow="fold")
     table.add_column("provides", overflow="fold")  # one name a line
     for p in registry.plugins:
-        provides = [f"task {n}" for n in p.tasks] + [f"reward {n}" for n in p.rewards]
+        provides = [f"task {n}" for n in p.tasks] + [_reward_line(registry, n) for n in p.rewards]
         provides += [f"model adapter {n}" for n in p.model_adapters]
         table.add_row(*cells(p.name, p.distribution, p.version, "\n".join(provides)))
     con.print(table)
@@ -42,6 +47,40 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             errors.add_row(*cells(e.entry_point, e.distribution, e.version, e.error))
         con.print(errors)
     return 0
+
+
+def _reward_line(registry: PluginRegistry, name: str) -> str:
+    """``reward NAME``, with its params and their defaults when it has some: ``(params: max_words=200)``."""
+    reward = registry.rewards.get(name)
+    rows = params_rows(reward.params) if reward is not None and reward.params is not None else []
+    shown = ", ".join(f"{r['name']}={json.dumps(r['default'], default=repr)}" for r in rows)
+    return f"reward {name}" + (f" (params: {shown})" if rows else "")
+
+
+def params_rows(model: Any) -> list[dict[str, Any]]:
+    """A params model's fields as rows: name, type, default, description (``vgrpo tasks show``'s table)."""
+    schema = model.model_json_schema()
+    return [
+        {
+            "name": key,
+            "type": _type_name(schema.get("properties", {}).get(key, {})),
+            "default": field.get_default(call_default_factory=True),
+            "description": field.description or "",
+        }
+        for key, field in model.model_fields.items()
+    ]
+
+
+def reward_info(reward: Reward, default_weight: float | None = None) -> dict[str, Any]:
+    """A reward as JSON-ready data: name, range, description, and its params (rows and JSON schema; ``[]``
+    and ``None`` for a reward without a params model), set per task as ``{weight, params}``."""
+    info: dict[str, Any] = {"name": reward.name, "range": list(reward.range)}
+    if default_weight is not None:
+        info["default_weight"] = default_weight
+    info["description"] = reward.description
+    info["params"] = params_rows(reward.params) if reward.params is not None else []
+    info["params_schema"] = reward.params.model_json_schema() if reward.params is not None else None
+    return info
 
 
 # -- vgrpo tasks ---------------------------------------------------------------------------------------------
@@ -68,15 +107,7 @@ def task_info(registry: PluginRegistry, name: str) -> dict[str, Any]:
         "template": {"system": task.template.system, "user": task.template.user},
         "params": params,
         "params_schema": schema,
-        "rewards": [
-            {
-                "name": r.name,
-                "range": list(r.range),
-                "default_weight": float(task.default_weights.get(r.name, 0.0)),
-                "description": r.description,
-            }
-            for r in task.rewards
-        ],
+        "rewards": [reward_info(r, float(task.default_weights.get(r.name, 0.0))) for r in task.rewards],
         "metric": list(task.metric_names),
         "example": dict(task.example),
         "example_prompt": example_prompt(task),
@@ -109,8 +140,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if not args.name:
             raise ParamsError("tasks show: expected a task name, one of those `vgrpo tasks` lists")
         info = task_info(registry, args.name)
+        own = {r["name"] for r in info["rewards"]}
+        # additive: the plugin rewards any task may weight, with their params
+        info["plugin_rewards"] = [reward_info(r) for n, r in registry.rewards.items() if n not in own]
         if args.json:
-            print(json.dumps(info, indent=2, default=repr))
+            print(json.dumps(info, indent=2, default=repr), file=out())
             return 0
         _print_task(info)
         return 0
@@ -120,7 +154,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         )
     rows = [task_info(registry, name) for name in registry.tasks]
     if args.json:
-        print(json.dumps({"tasks": rows}, indent=2, default=repr))
+        print(json.dumps({"tasks": rows}, indent=2, default=repr), file=out())
         return 0
     table = Table(title="vgrpo tasks", title_justify="left")
     for col in ("task", "version", "distribution", "rewards", "metric", "description"):
@@ -154,9 +188,31 @@ def _print_task(info: dict[str, Any]) -> None:
         span = f"[{r['range'][0]:g}, {r['range'][1]:g}]"
         rewards.add_row(*cells(r["name"], span, f"{r['default_weight']:g}", r["description"]))
     con.print(rewards)
+    plugin_rewards = info.get("plugin_rewards", [])
+    if plugin_rewards:
+        shared = Table(title="plugin rewards (weight them in `rewards:`)", title_justify="left")
+        for col in ("name", "range", "description"):
+            shared.add_column(col, overflow="fold")
+        for r in plugin_rewards:
+            shared.add_row(*cells(r["name"], f"[{r['range'][0]:g}, {r['range'][1]:g}]", r["description"]))
+        con.print(shared)
+    for r in [*info["rewards"], *plugin_rewards]:
+        if r.get("params"):
+            _print_reward_params(con, r)
     con.print(Text.assemble(("metric", "bold"), f": {', '.join(info['metric'])}"))
     con.print(Text.assemble(("example record: ", "bold"), dumps(info["example"])))
     con.print(Text.assemble(("example completion: ", "bold"), info["example_completion"]))
+
+
+def _print_reward_params(con: Any, reward: dict[str, Any]) -> None:
+    name = reward["name"]
+    title = f"params of reward {name} (set as rewards: {{{name}: {{weight: w, params: {{...}}}}}})"
+    table = Table(title=title, title_justify="left")
+    for col in ("name", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for p in reward["params"]:
+        table.add_row(*cells(p["name"], p["type"], json.dumps(p["default"], default=repr), p["description"]))
+    con.print(table)
 
 
 # -- vgrpo env -----------------------------------------------------------------------------------------------
@@ -165,9 +221,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     info = collect_env(registry_of(args, quiet=True))
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2), file=out())
         return 0
-    sys.stdout.write(format_env(info))  # plain Markdown, so it pastes into an issue as it is
+    out().write(format_env(info))  # plain Markdown, so it pastes into an issue as it is
     return 0
 
 

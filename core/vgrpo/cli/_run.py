@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
-from vgrpo.cli._common import cells, console, json_arg, registry_of
+from vgrpo.cli._common import cells, console, json_arg, out, registry_of
 from vgrpo.errors import ParamsError
 
 if TYPE_CHECKING:
@@ -174,15 +173,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     main = int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun the first process reports for all
     if main:
         for line in trainer.summary():  # the model adapter, each task's box convention, a resume
-            console(stderr=True).print(Text(line, style="dim"))
+            console(stderr=True).print(Text(line, style="dim"), soft_wrap=True)
     out = trainer.train()
     if trainer.interrupted_by is not None:
         if main:
             message = f"interrupted at step {trainer.step}, checkpoint-{trainer.step} written; resume with the same command"
-            console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message))
+            console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message), soft_wrap=True)
         return 128 + trainer.interrupted_by  # 130 for SIGINT, 143 for SIGTERM
     if main:
         where = f"metrics in {out / 'metrics.jsonl'}, checkpoints in {out}/checkpoint-*"
+        where += f", plot {trainer.plot_path}" if trainer.plot_path else ""
         console().print(Text.assemble(("done: ", "bold green"), where))
     return 0
 
@@ -191,7 +191,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from vgrpo.config import TrainConfig, dump_config, load_config
 
     if args.action == "schema":
-        print(json.dumps(TrainConfig.model_json_schema(), indent=2))
+        print(json.dumps(TrainConfig.model_json_schema(), indent=2), file=out())
         return 0
-    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    out().write(dump_config(load_config(args.config, args.overrides)))
     return 0

@@ -12,7 +12,7 @@ from typing import IO, Any
 from rich import box
 from rich.table import Table
 
-from vgrpo.cli._common import cells, console, dumps, json_arg, registry_of
+from vgrpo.cli._common import cells, console, dumps, json_arg, out, registry_of
 from vgrpo.errors import DataError
 
 SCORE_CHUNK = 256
@@ -95,7 +95,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     task = registry.task(args.task)
     params = task.params(json_arg(args.params, "--params"))
     weights = json_arg(args.weights, "--weights")
-    resolve_weights(task, weights, registry.rewards)  # fail early on a bad --weights
+    if weights is not None:  # fail early on a bad --weights (numbers, or {weight, params} per reward)
+        weights = resolve_weights(task, weights, registry.rewards, key="--weights")
     try:
         if args.file and args.file != "-":
             stream = open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -112,8 +113,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             if args.format == "table":
                 table_rows += rows
             else:
-                sys.stdout.write("".join(dumps(r) + "\n" for r in rows))
-                sys.stdout.flush()
+                out().write("".join(dumps(r) + "\n" for r in rows))
+                out().flush()
     if args.format == "table":
         _print_scores(task, table_rows, args.file or "stdin")
     return 0

@@ -12,9 +12,10 @@
 :func:`reward_funcs` gives one TRL reward function per (task, reward) pair, named ``<task>/<reward>``: it
 returns the reward's value for the rows of its task and ``None`` for the others. TRL turns ``None`` into NaN,
 sums the weighted rewards of a row with ``nansum`` and logs each function's ``nanmean``, so a row's total is
-exactly vgrpo's weighted total for its task (weights from the config's ``rewards:`` or the task's defaults;
-rewards with weight 0, like rec's ``iou``, are still logged) and TRL logs ``rewards/<task>/<reward>/mean`` per
-task, as vgrpo's trainer logs ``tasks/<task>/<reward>``; each call also logs ``tasks/<task>/parse_rate``
+exactly vgrpo's weighted total for its task (weights from the config's ``rewards:`` or the task's defaults,
+reward params from its ``{weight, params}`` entries; rewards with weight 0, like rec's ``iou``, are still
+logged) and TRL logs ``rewards/<task>/<reward>/mean`` per task, as vgrpo's trainer logs
+``tasks/<task>/<reward>``; each call also logs ``tasks/<task>/parse_rate``
 through TRL's ``log_metric``. TRL's single weight per function could not express per-task weights with one
 function per reward name, hence the pairs. A batch is parsed and scored once, however many of the functions
 TRL calls on it, with vgrpo's safety net (a reward that raises scores its minimum).
@@ -43,7 +44,7 @@ from vgrpo.config import TrainConfig, load_config
 from vgrpo.data import load_jsonl, sample_from_record
 from vgrpo.errors import DataError, ParamsError
 from vgrpo.plugins import PluginRegistry, get_registry
-from vgrpo.rewards import Reward
+from vgrpo.rewards import Reward, RewardWeights
 from vgrpo.scoring import Score, resolve_weights, score
 from vgrpo.task import Sample, Task, TaskParams
 
@@ -59,7 +60,7 @@ SAMPLE_COLUMNS = ("solution", "id", "question", "image_size", "input_size", "ext
 class _Setup:
     task: Task
     params: TaskParams
-    weights: dict[str, float]
+    weights: RewardWeights  # with the validated params of the rewards configured with some
 
 
 def _setups(tasks_or_config: Any, registry: PluginRegistry) -> dict[str, _Setup]:
@@ -92,9 +93,10 @@ def _setups(tasks_or_config: Any, registry: PluginRegistry) -> dict[str, _Setup]
     if not entries:
         raise ParamsError("expected at least one task, got none")
     out = {}
-    for name, params, weights in entries:
+    for i, (name, params, weights) in enumerate(entries):
         task = registry.task(name)
-        out[name] = _Setup(task, task.params(params), resolve_weights(task, weights, registry.rewards))
+        resolved = resolve_weights(task, weights, registry.rewards, key=f"tasks[{i}].rewards")
+        out[name] = _Setup(task, task.params(params), resolved)
     return out
 
 

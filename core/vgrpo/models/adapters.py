@@ -89,13 +89,13 @@ class ModelAdapter:
             if not hasattr(processor, "image_processor"):  # a processor class transformers does not know
                 raise TypeError(f"AutoProcessor gave a {type(processor).__name__}, not an image processor")
         except (ImportError, AttributeError, TypeError) as exc:  # e.g. a video processor that needs torchvision
-            processor = self._image_only_processor(name_or_path, exc)
+            processor = self._image_only_processor(name_or_path, exc, self.processor_kwargs(min_pixels, max_pixels))
         model = AutoModelForImageTextToText.from_pretrained(
             name_or_path, dtype=dtype, attn_implementation=attn_implementation
         )
         return model, processor
 
-    def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
+    def _image_only_processor(self, name_or_path: str, cause: Exception, kwargs: dict[str, Any]) -> Any:
         raise cause
 
     def prepare(self, model: Any, *, every_rank_runs_vision: bool = False) -> None:
@@ -222,11 +222,11 @@ class Qwen2VLAdapter(ModelAdapter):
         finally:
             handle.remove()
 
-    def _image_only_processor(self, name_or_path: str, cause: Exception) -> Any:
+    def _image_only_processor(self, name_or_path: str, cause: Exception, kwargs: dict[str, Any]) -> Any:
         from vgrpo.models.tiny import load_image_only_processor
 
         log.info("loading %s's processor without its video half (%s)", name_or_path, cause)
-        return load_image_only_processor(name_or_path)
+        return load_image_only_processor(name_or_path, **kwargs)
 
 
 class Qwen25VLAdapter(Qwen2VLAdapter):

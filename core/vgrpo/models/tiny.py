@@ -3,6 +3,13 @@
 Its tokenizer is byte-level (256 byte tokens, Qwen's special tokens, and the think/answer tags as single
 tokens so the format reward is learnable in a CPU-sized run); its image processor is transformers' PIL one,
 so neither torchvision nor a video processor is needed.
+
+The processor is transformers' stock ``PaddleOCRVLProcessor``: a tokenizer plus an image processor that
+expands each image placeholder into one token per merged patch exactly as Qwen2.5-VL's processor does, and
+nothing else. Qwen2.5-VL's own processor class always loads a video processor, which needs torchvision, so a
+folder naming it cannot be loaded without torchvision. A folder naming ``PaddleOCRVLProcessor`` loads with a
+plain ``AutoProcessor.from_pretrained(folder)`` anywhere, no vgrpo code needed (its image processor type,
+``Qwen2VLImageProcessor``, resolves to the PIL class when torchvision is absent).
 """
 
 from __future__ import annotations
@@ -30,20 +37,19 @@ CHAT_TEMPLATE = (
 MIN_PIXELS, MAX_PIXELS = 28 * 28, 112 * 112
 
 
+#: The named tokens a Qwen-VL style processor reads from its tokenizer (``tokenizer.image_token``, ...).
+VISION_TOKENS = {
+    "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+    "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>",
+}  # fmt: skip
+
+
 def _processor_class() -> type:
-    from transformers import Qwen2_5_VLProcessor
+    """The image-only processor class (see the module docstring): stock transformers, so that what vgrpo saves
+    loads back with ``AutoProcessor`` without torchvision."""
+    from transformers import PaddleOCRVLProcessor
 
-    class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-        """Qwen2.5-VL's processor without its video half (which needs torchvision)."""
-
-        @classmethod
-        def get_attributes(cls) -> list[str]:
-            return ["image_processor", "tokenizer"]
-
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kw: Any):
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
-
-    return ImageOnlyQwen2_5_VLProcessor
+    return PaddleOCRVLProcessor
 
 
 def build_tokenizer() -> Any:
@@ -55,12 +61,15 @@ def build_tokenizer() -> Any:
     core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    # the special tokens first, in their historical order (ids 256…), so naming some below moves no id
+    core.add_special_tokens(list(dict.fromkeys(("<|im_end|>", "<|endoftext|>", *SPECIAL_TOKENS))))
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=list(SPECIAL_TOKENS),
         chat_template=CHAT_TEMPLATE,
+        **VISION_TOKENS,  # named tokens (tokenizer.image_token, saved in tokenizer_config.json)
     )
     tok.add_tokens(list(TAG_TOKENS))
     assert len(tok) <= VOCAB_SIZE, len(tok)
@@ -68,11 +77,13 @@ def build_tokenizer() -> Any:
 
 
 def build_processor() -> Any:
-    """Tokenizer + PIL image processor as one Qwen2.5-VL-style processor."""
+    """Tokenizer + PIL image processor as one image-only Qwen2.5-VL-style processor (``AutoProcessor`` reads
+    it back from a saved folder)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     images = Qwen2VLImageProcessorPil(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})
-    return _processor_class()(image_processor=images, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
+    tokenizer = build_tokenizer()
+    return _processor_class()(image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def build_config(tokenizer: Any) -> Any:
@@ -149,14 +160,25 @@ def save_tiny(path: str | Path, seed: int = 0, family: str = "qwen2_5_vl") -> Pa
     return path
 
 
-def load_image_only_processor(path: str | Path) -> Any:
-    """A Qwen2/2.5-VL-style processor from a folder, without the video processor (no torchvision needed)."""
+def load_image_only_processor(path: str | Path, **image_processor_kwargs: Any) -> Any:
+    """A Qwen2/2.5/3-VL-style processor from a folder, without the video processor (no torchvision needed).
+
+    For folders ``AutoProcessor`` cannot read without torchvision (a Qwen-VL model's own, whose processor
+    wants a video processor) and for vgrpo checkpoints written before their processor was saved as a stock
+    class (``ImageOnlyQwen2_5_VLProcessor``); what it returns saves as a folder ``AutoProcessor`` reads.
+    ``image_processor_kwargs`` (e.g. ``min_pixels``) go to the image processor.
+    """
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    images = Qwen2VLImageProcessorPil.from_pretrained(path)
-    return _processor_class()(image_processor=images, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
+    vocab = tokenizer.get_vocab()
+    unnamed = {k: t for k, t in VISION_TOKENS.items() if not getattr(tokenizer, k, None) and t in vocab}
+    if unnamed:  # older vgrpo checkpoints, Qwen's own tokenizers: the processor reads tokenizer.image_token
+        tokenizer = AutoTokenizer.from_pretrained(path, **unnamed)
+    images = Qwen2VLImageProcessorPil.from_pretrained(path, **image_processor_kwargs)
+    chat_template = tokenizer.chat_template
+    return _processor_class()(image_processor=images, tokenizer=tokenizer, chat_template=chat_template)
 
 
 load_tiny_processor = load_image_only_processor

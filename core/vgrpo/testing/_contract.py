@@ -17,10 +17,10 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from vgrpo.data import sample_from_record
+from vgrpo.data import check_record, sample_from_record
 from vgrpo.errors import ParamsError
 from vgrpo.rewards import Reward, RewardFailure
-from vgrpo.task import Sample, Task, TaskParams
+from vgrpo.task import Sample, Task, TaskParams, call_parse
 from vgrpo.testing._fuzz import fuzz_completions
 from vgrpo.validation import validate_task
 
@@ -149,8 +149,24 @@ def _examples(
         except Exception as exc:  # noqa: BLE001 - whatever check_solution raised
             v.add("examples: a record does not load:", f"{where} {_short(record)}: {exc}")
             continue
+        _check_whole_record(task, where, record, sample, v)
         out.append((sample, completion))
     return out
+
+
+def _check_whole_record(task: Task, where: str, record: Any, sample: Sample, v: _Violations) -> None:
+    """The task's own ``check_record`` (default params) passes on an example record, as the loaders require.
+    (The default's checks, the solution and the template, are the load and template checks here.)"""
+    if type(task).check_record is Task.check_record:
+        return
+    try:
+        params = task.params()
+    except Exception:  # noqa: BLE001 - the params check reports it
+        return
+    problem = check_record(task, record, sample, params)
+    if problem is not None:
+        v.add("examples: the task's check_record refuses a record (data check and the loaders would):",
+              f"{where} {_short(record)}: {problem}")  # fmt: skip
 
 
 # -- template ------------------------------------------------------------------------------------------------
@@ -213,17 +229,22 @@ def _json_problem(value: Any) -> str | None:
 
 
 def _check_parser(
-    task: Task, completions: Sequence[str], variants: Sequence[TaskParams], v: _Violations
+    task: Task,
+    completions: Sequence[str],
+    samples: Sequence[Sample],
+    variants: Sequence[TaskParams],
+    v: _Violations,
 ) -> list[list[Any]]:
-    """Parse every completion with every params variant; the parsed values (``None`` where it raised)."""
+    """Parse every completion (the k-th for ``samples[k % len(samples)]``, given to a parser that asks for
+    its sample) with every params variant; the parsed values (``None`` where it raised)."""
     out = []
     for params in variants:
         note = _params_note(params, variants[0])
         parsed = []
-        for c in completions:
+        for k, c in enumerate(completions):
             start = time.perf_counter()
             try:
-                value = task.parse(c, params)
+                value = call_parse(task, c, params, samples[k % len(samples)])
             except Exception as exc:  # noqa: BLE001
                 v.add(f"parser: parse() raised {type(exc).__name__}", f"on {_short(c)}{note}: {exc}")
                 parsed.append(None)
@@ -336,14 +357,14 @@ def _check_rewards(
         items = [(values[k], samples[k % len(samples)], c) for k, c in enumerate(completions)]
         for sample, completion in pairs:  # each example with its own correct completion
             if completion is not None:
-                items.append((_safe_parse(task, completion, params), sample, completion))
+                items.append((_safe_parse(task, completion, params, sample), sample, completion))
         for reward in rewards:
             _check_reward_values(reward, items, params, note, v)
 
 
-def _safe_parse(task: Task, completion: str, params: TaskParams) -> Any:
+def _safe_parse(task: Task, completion: str, params: TaskParams, sample: Sample) -> Any:
     try:
-        return task.parse(completion, params)
+        return call_parse(task, completion, params, sample)
     except Exception:  # noqa: BLE001 - reported by the parser check
         return None
 
@@ -396,7 +417,7 @@ def _check_metric(
     else:
         predictions = []
         for sample, completion in perfect:
-            prediction = _safe_parse(task, completion, params)
+            prediction = _safe_parse(task, completion, params, sample)
             if prediction is None:
                 v.add("metric: a correct example completion does not parse:",
                       f"parse({_short(completion)}) returned None for sample {sample.id!r}")  # fmt: skip
@@ -469,6 +490,7 @@ def check_task(
     (records, :class:`~vgrpo.Sample` objects, or ``(record, correct completion)`` pairs):
 
     - the registration check ``vgrpo.load_plugins`` runs (name, version, description, rewards, weights);
+    - examples: every record loads and passes the task's ``check_record`` (as the data loaders require);
     - params: defaults validate and are JSON; checked again with every bool flipped, every ``Literal``
       choice, and each mapping in ``params``;
     - template: renders on every example, one image slot per image, a user message with text;
@@ -503,7 +525,7 @@ def check_task(
     has_parse = type(task).parse is not Task.parse
     if has_parse:
         completions = fuzz_completions(fuzz, seed=seed, seeds=[c for _, c in pairs if c])
-        parsed = _check_parser(task, completions, variants, v)
+        parsed = _check_parser(task, completions, [s for s, _ in pairs], variants, v)
         _check_rewards(task, completions, parsed, pairs, variants, v)
         if type(task).metric is not Task.metric:
             _check_metric(task, pairs, parsed[0], variants[0], metric_best, v)

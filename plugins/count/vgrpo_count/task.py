@@ -85,7 +85,11 @@ class CountTask(vgrpo.Task):
         ]
         return {"accuracy": sum(hits) / len(hits) if hits else 0.0}
 
-    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    # -- optional methods: the SFT target, where records come from (vgrpo data synth, vgrpo data convert) --
+    def reference_completion(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> str:
+        """The count in digits, after a one-line thought (the SFT cold start's target)."""
+        return f"<think>Counting them.</think><answer>{sample.solution}</answer>"
+
     def synth_record(self, item: SynthItem) -> dict[str, Any]:
         """How many shapes of a colour and/or kind the scene holds; sometimes one that is absent (0)."""
         return sources.synth_record(item)

@@ -155,3 +155,91 @@ def test_bad_solution_record_names_the_field(tmp_path) -> None:
 )  # fmt: skip
 def test_plain_integer_shortcut_decides_only_integers(gold: str, pred: str, expected: bool | None) -> None:
     assert plain_integers_equal(gold, pred) is expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("There are 3 apples.", "3"),
+        ("There are 3 apples", "3"),
+        ("x is 3", "3"),
+        ("The answer is 42", "42"),
+        ("So the total is \\frac{1}{2} of the cake", "\\frac{1}{2}"),
+        ("The circumference is 2\\pi.", "2\\pi"),  # LaTeX stays LaTeX: never "2"
+        ("So the value is x^2 + 1", "x^2 + 1"),
+        ("The answer is x = 3", "x = 3"),
+        ("The area is 12 cm^2.", "12"),  # a word with a power is a unit: prose
+        ("The area is 12 cm^{2}.", "12"),
+        ("The area (in cm^2) is 12", "12"),
+        ("The answer is 10 (rounded).", "10"),
+        ("There are 3 apples in a basket", "3"),  # a lone letter between two words is prose
+        ("Let x be 3", "3"),
+        ("The answer is x", "x"),  # ... not at the end of a sentence
+        ("It's 5", "5"),
+        ("**The answer is 7**", "7"),
+        ("The answer is **7**.", "7"),
+        ("The answer is $\\frac{1}{2}$.", "$\\frac{1}{2}$"),
+        ("$x$ is $3$", "$3$"),
+        ("So \\text{the total} is 4", "4"),  # letters inside braces are LaTeX, not words
+        ("Thus, 3", "3"),
+        ("The answer is sin(x)", "sin(x)"),  # a letter run before "(" is a function name
+        ("The triangle is right-angled with area 6", "6"),
+        ("the value of \\sqrt{2} is about 1.41", "1.41"),
+        ("Step 1: 2+3=5\nStep 2: 5*2=10\nSo the answer is 10", "10"),
+        ("答案是 6", "6"),
+        ("\\boxed{3 apples}", "3"),
+        ("There are 3 apples and 4 pears", "4"),
+        # expressions joined by "and" / "or" stay together (math-verify reads them as a set)
+        ("x = 2 or x = 3", "x = 2 or x = 3"),
+        ("The roots are 2 and 3.", "2 and 3"),
+        ("The roots are x = 1, x = 2 or x = 3.", "x = 1, x = 2 or x = 3"),
+        # no words: the whole answer, without final sentence punctuation
+        ("\\frac{1}{2}.", "\\frac{1}{2}"),
+        ("x = 3.", "x = 3"),
+        ("x = 3, y = 4", "x = 3, y = 4"),
+        ("2\\pi", "2\\pi"),
+        ("5!", "5!"),  # "!" is a factorial, not punctuation
+        ("xy + 1", "xy + 1"),
+        ("2ab", "2ab"),  # letters touching a digit are a product
+        ("The answer is f(ab)", "f(ab)"),  # ... and letters in a call or product: "(" after a letter or digit
+        ("The answer is 2(ab).", "2(ab)"),
+        ("AB^2 = 25", "AB^2 = 25"),
+        # words but no number or expression: the whole answer, as before
+        ("two apples", "two apples"),
+        ("yes.", "yes"),
+        ("east", "east"),
+        ("\\text{east}", "\\text{east}"),
+    ],
+)
+def test_prose_rule(answer: str, expected: str) -> None:
+    assert parse_answer(answer) == expected
+    assert parse(f"<think>t</think><answer>{answer}</answer>") == expected
+
+
+@pytest.mark.parametrize("answer", [".", " . ", "?", ";"])
+def test_only_punctuation_parses_to_none(answer: str) -> None:
+    assert parse_answer(answer) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "word " * 40_000,
+        "a b " * 50_000,
+        "x is 3 " * 30_000,
+        "cm^" * 60_000,
+        "cm^{" * 50_000,
+        "$" * 200_000,
+        "\\(" * 100_000,
+        "it's" * 50_000,
+        "a-b-" * 50_000,
+        "in a " * 40_000,  # every run a word, no piece between them: the slowest case (~0.4 s)
+        "**x** " * 35_000,
+        "\\cdot ab " * 20_000,
+    ],
+)
+def test_prose_rule_is_fast_on_200k_adversarial_input(text: str) -> None:
+    start = time.perf_counter()
+    result = parse_answer(text)
+    assert result is None or (isinstance(result, str) and result == result.strip() and result)
+    assert time.perf_counter() - start < 1.5  # linear; quadratic would take minutes

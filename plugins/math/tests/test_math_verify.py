@@ -45,6 +45,7 @@ def accuracy(answer: str, solution: object) -> float:
         ("The answer is $\\frac{1}{2}$", "0.5"),  # an answer already holding math: math-verify finds it
         ("\\boxed{1000}", "1,000"),
         ("\\boxed{0.333333}", "\\frac{1}{3}"),  # math-verify rounds floats to 6 places
+        ("The result is 42", "42"),  # prose: its final number (before the prose rule: T·h·e·…·42, 0)
     ],
 )
 def test_equivalent(answer: str, solution: object) -> None:
@@ -64,7 +65,6 @@ def test_equivalent(answer: str, solution: object) -> None:
         ("\\boxed{\\{1, 3\\}}", "\\{1,2\\}"),
         ("\\boxed{\\sqrt{3}}", "\\sqrt{2}"),
         ("\\boxed{x = 4}", "3"),
-        ("The result is 42", "42"),  # prose is read as math (T·h·e·…·42), as the contract says
     ],
 )
 def test_not_equivalent(answer: str, solution: object) -> None:
@@ -156,3 +156,56 @@ def test_metric_is_dataset_accuracy() -> None:
     assert TASK.metric(predictions, samples, TASK.params()) == {"accuracy": 0.5}
     assert TASK.metric([], [], TASK.params()) == {"accuracy": 0.0}
     assert tuple(TASK.metric_names) == ("accuracy",)
+
+
+# The prose rule (docs/rewards.md, math): an answer written in words yields its final number or expression,
+# with or without final punctuation; LaTeX stays LaTeX.
+@pytest.mark.parametrize(
+    ("answer", "solution"),
+    [
+        ("There are 3 apples.", "3"),
+        ("There are 3 apples", "3"),
+        ("x is 3", "3"),
+        ("x is 3.", "3"),
+        ("The answer is 42", "42"),
+        ("The answer is 42.", "42"),
+        ("So the total is \\frac{1}{2} of the cake", "\\frac{1}{2}"),
+        ("So the total is \\frac{1}{2} of the cake.", "0.5"),
+        ("\\frac{1}{2}.", "\\frac{1}{2}"),  # final punctuation after LaTeX
+        ("x = 3", "3"),
+        ("x = 3.", "3"),
+        ("The answer is x = 3", "3"),
+        ("2\\pi", "2\\pi"),
+        ("The circumference is 2\\pi.", "2\\pi"),  # LaTeX inside prose stays LaTeX
+        ("So the value is x^2 + 1", "x^2 + 1"),
+        ("It is 3 cm", "3"),
+        ("The area is 12 cm^2.", "12"),  # a unit with its power is prose
+        ("There are 3 apples in a basket", "3"),  # an article between words is prose
+        ("Let x be 3", "3"),
+        ("The answer is $\\frac{1}{2}$.", "0.5"),
+        ("**The answer is 7**", "7"),
+        ("3 apples and 4 pears, so 7 fruits in all", "7"),
+        ("I think it's 5", "5"),
+        ("答案是 6", "6"),
+        ("\\boxed{3 apples}", "3"),  # a box written in words is read the same way
+        ("x = 2 or x = 3", "2, 3"),  # joined by "or": one answer, a set
+        ("The roots are 2 and 3.", "\\{2, 3\\}"),
+    ],
+)
+def test_prose_yields_its_final_number_or_expression(answer: str, solution: object) -> None:
+    assert accuracy(answer, solution) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "solution"),
+    [
+        ("2\\pi", "2"),  # 2π, never 2 (VLM-R1 reads 2)
+        ("The circumference is 2\\pi.", "2"),
+        ("\\boxed{2\\pi}", "2"),
+        ("So the value is x^2 + 1", "1"),
+        ("There are 3 apples and 4 pears", "3"),  # the final number, not the first
+        ("x is 3", "x"),
+    ],
+)
+def test_prose_rule_keeps_latex_latex(answer: str, solution: object) -> None:
+    assert accuracy(answer, solution) == 0.0

@@ -102,7 +102,8 @@ def _is_number(x: Any) -> bool:
 
 def _is_symbolic_monomial(x: Any) -> bool:
     """A product of nonzero finite constants and at least one symbol (to a positive integer power):
-    what math-verify makes of prose read as math, e.g. ``$The result is 42$`` → ``42·T·h·e·…``."""
+    what math-verify makes of words read as math, e.g. ``$two apples$`` → ``o·t·w`` (the parser hands over
+    the final number of prose that has one, so mostly words without a number get here)."""
     from sympy import Integer, Mul, Number, NumberSymbol, Pow, Symbol
 
     if not isinstance(x, Mul):

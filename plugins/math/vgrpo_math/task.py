@@ -103,7 +103,11 @@ class MathTask(vgrpo.Task):
         hits = [o is True for o in verify_batch(predictions, samples, params)]  # type: ignore[arg-type]
         return {"accuracy": sum(hits) / len(hits)}
 
-    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    # -- optional methods: the SFT target, where records come from (vgrpo data synth, vgrpo data convert) --
+    def reference_completion(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> str:
+        """The ground truth in ``\\boxed{}``, after a one-line thought (the SFT cold start's target)."""
+        return f"<think>Computing it.</think><answer>\\boxed{{{gold_text(sample.solution)}}}</answer>"
+
     def synth_record(self, item: SynthItem) -> dict[str, Any]:
         """A text-only sum, difference or product of small integers (no scene, no image)."""
         return sources.synth_record(item)

@@ -7,7 +7,8 @@ Rewards (all in [0, 1]; an unparsable completion, ``None``, scores 0 on each but
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import vgrpo
@@ -23,6 +24,21 @@ if TYPE_CHECKING:
 
 class OvdParams(vgrpo.TaskParams):
     """OVD has no knobs of its own: boxes are pixels of the image, scored as COCO does."""
+
+
+def outside_image(box: Sequence[float], size: Sequence[float]) -> bool:
+    """Whether a box [x1, y1, x2, y2] leaves a (W, H) image by more than max(1 px, 1 % of the side), the
+    slack for the rounding and small overflows of converted annotations."""
+    w, h = float(size[0]), float(size[1])
+    sx, sy = max(1.0, 0.01 * w), max(1.0, 0.01 * h)
+    x1, y1, x2, y2 = box
+    return x1 < -sx or y1 < -sy or x2 > w + sx or y2 > h + sy
+
+
+def _number(value: float) -> float | int:
+    """A coordinate as a completion writes it: an integer when it is one, else two decimals at most."""
+    value = round(float(value), 2)
+    return int(value) if value.is_integer() else value
 
 
 def _scores(parsed: Any, sample: vgrpo.Sample) -> Scores:
@@ -98,6 +114,21 @@ class OvdTask(vgrpo.Task):
     def check_solution(self, solution: Any) -> list[dict[str, Any]]:
         return check_ground_truth(solution)
 
+    def check_record(self, record: Mapping[str, Any], params: vgrpo.TaskParams) -> None:
+        """The default checks, and: with ``image_size`` every ground-truth box lies inside the image (1 %
+        of slack): one outside is written in another convention (e.g. 0-1000) or for another image."""
+        super().check_record(record, params)
+        size = record.get("image_size")
+        if size is None:
+            return
+        for i, item in enumerate(self.check_solution(record["solution"])):
+            if outside_image(item["bbox_2d"], size):
+                raise vgrpo.DataError(
+                    f"expected item {i} bbox_2d inside the {size[0]:g}x{size[1]:g} image (image_size), got "
+                    f"{item['bbox_2d']!r}",
+                    field="solution",
+                )
+
     def correct(
         self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
     ) -> list[bool]:
@@ -120,12 +151,19 @@ class OvdTask(vgrpo.Task):
             [prediction_key(p) if isinstance(p, list) else () for p, _ in pairs],
         )
 
-    # -- optional methods: training statistics and where records come from ---------------------------------
+    # -- optional methods: training statistics, the SFT target and where records come from -----------------
     def step_stats(self, parsed: Any) -> dict[str, float]:
         """``pred_count``: objects the answer predicts (an empty answer counts 0), to watch for flooding."""
         if isinstance(parsed, list) and all(isinstance(x, dict) for x in parsed):
             return {"pred_count": float(len(parsed))}
         return {}
+
+    def reference_completion(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> str:
+        """The ground truth as the JSON list the template asks for (``[]`` when empty), in image pixels."""
+        boxes = [
+            {"bbox_2d": [_number(v) for v in d["bbox_2d"]], "label": d["label"]} for d in sample.solution
+        ]
+        return f"<think>Finding them.</think><answer>{json.dumps(boxes, ensure_ascii=False)}</answer>"
 
     def synth_record(self, item: SynthItem) -> dict[str, Any]:
         """1-3 categories to find in the scene, some possibly absent; the solution lists the boxes present."""

@@ -88,6 +88,29 @@ def test_no_valid_box(answer: str) -> None:
     assert parse(answer) is None
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # an unfenced box written before a fenced one comes first
+        ('[0, 0, 5, 5] and then ```json\n{"bbox_2d": [1, 1, 9, 9]}\n```', [0.0, 0.0, 5.0, 5.0]),
+        ('The box is {"bbox_2d": [0, 0, 5, 5]}.\n```json\n[1, 1, 9, 9]\n```', [0.0, 0.0, 5.0, 5.0]),
+        ('[0, 0, 5, 5] ```json\n{"bbox_2d": [1, 1, 9, 9]}', [0.0, 0.0, 5.0, 5.0]),  # unterminated fence
+        # a fenced box written before an unfenced one comes first
+        ('```json\n{"bbox_2d": [1, 1, 9, 9]}\n``` or [0, 0, 5, 5]', [1.0, 1.0, 9.0, 9.0]),
+        # a fence without a box does not hide the boxes after it
+        ("```json\n{}\n``` so [1, 2, 3, 4]", [1.0, 2.0, 3.0, 4.0]),
+        ("```python\nprint(1)\n```\n```json\n[1, 2, 3, 4]\n```", [1.0, 2.0, 3.0, 4.0]),
+        ("no box ``` here ``` [1, 2, 3, 4] ```json\n[5, 6, 7, 8]\n```", [1.0, 2.0, 3.0, 4.0]),
+    ],
+)
+def test_first_box_fenced_or_not_in_the_order_written(answer: str, expected: list[float]) -> None:
+    assert parse(answer) == expected
+
+
+def test_an_invalid_first_box_is_not_skipped_for_a_later_fenced_one() -> None:
+    assert parse('[5, 5, 1, 1] then ```json\n{"bbox_2d": [0, 0, 2, 2]}\n```') is None
+
+
 def test_an_invalid_first_box_is_not_skipped() -> None:
     assert parse("[5, 5, 1, 1] or maybe [0, 0, 2, 2]") is None
     assert parse("[[5, 5, 1, 1], [0, 0, 2, 2]]") is None
@@ -135,6 +158,9 @@ def test_deep_nesting_falls_back_to_the_scan() -> None:
         "[1e" * 60_000,
         "[1.5e+" * 40_000,
         "```" * 60_000,
+        "```json\n" * 40_000,
+        "```\n[1, 2, 3]\n" * 20_000,
+        "```json\n{}\n" * 30_000 + "[1, 2, 3, 4]",
         "<answer>" * 20_000,
         '{"bbox_2d": ' * 15_000,
     ],

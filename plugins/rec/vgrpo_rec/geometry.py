@@ -36,6 +36,25 @@ def to_image_box(box: Box, coords: str, image_size: Size | None, input_size: Siz
     return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
 
 
+def from_image_box(box: Box, coords: str, image_size: Size | None, input_size: Size | None) -> Box | None:
+    """The inverse of :func:`to_image_box`: a box in original-image pixels as the model writes it in
+    ``coords``, or ``None`` when a normalised convention lacks ``image_size``."""
+    if coords == "abs":
+        if image_size is None or input_size is None:
+            return tuple(box)
+        sx, sy = input_size[0] / image_size[0], input_size[1] / image_size[1]
+    elif image_size is None:
+        return None
+    elif coords == "norm1000":
+        sx, sy = 1000.0 / image_size[0], 1000.0 / image_size[1]
+    elif coords == "norm1":
+        sx, sy = 1.0 / image_size[0], 1.0 / image_size[1]
+    else:
+        raise ValueError(f"expected coords 'abs', 'norm1000' or 'norm1', got {coords!r}")
+    x1, y1, x2, y2 = box
+    return (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
+
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes; 0.0 for disjoint, degenerate or overflowing boxes."""
     ax1, ay1, ax2, ay2 = a

@@ -1,9 +1,11 @@
-"""Reading the predicted box out of an answer: the first ``[x1, y1, x2, y2]`` it contains.
+"""Reading the predicted box out of an answer: the first ``[x1, y1, x2, y2]`` in the order written.
 
 Accepted shapes: a list of 4 numbers alone, as the value of ``bbox_2d`` (preferred) or ``bbox`` in a dict,
-or inside the first element of a list (``[{"bbox_2d": [...]}, ...]``); ```json fences allowed. Valid JSON is
-read with :func:`json.loads`; anything else (prose around the box, Python-style quotes, output cut off after
-the box) falls back to a regex scan for the first bracketed list of four numbers. Both are linear-time.
+or inside the first element of a list (``[{"bbox_2d": [...]}, ...]``); ```json fences allowed. The answer is
+read as pieces in the order written: the text before the first fence, the fence's content, the text after
+it, and so on; the first piece holding a box gives it, fenced or not. A piece that is valid JSON is read
+with :func:`json.loads`; anything else (prose around the box, Python-style quotes, output cut off after the
+box) falls back to a regex scan for the first bracketed list of four numbers. All of it is linear-time.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
-import vgrpo
-
-#: Answers longer than this skip the JSON reading and go straight to the scan (same first box, less work).
+#: Pieces of an answer longer than this skip the JSON reading and go straight to the scan (same first box,
+#: less work).
 JSON_MAX_CHARS = 100_000
 
 # A number as JSON or Python writes it (ASCII digits only), or a NaN/Infinity token (which makes the box
 # invalid).
 _NUMBER = r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|(?i:nan|inf(?:inity)?))"
 # No part of the pattern after "[" can match "[", so a failed attempt never rescans text: linear overall.
-_BOX = re.compile(r"\[\s*({n})\s*,\s*({n})\s*,\s*({n})\s*,\s*({n})\s*\]".format(n=_NUMBER))
+_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
 _KEYS = ("bbox_2d", "bbox")
 _NOT_FOUND = object()
+_FENCE = "```"
+# A fence's language tag, read as vgrpo.strip_code_fence reads it ("```json\n").
+_FENCE_LANG = re.compile(r"[A-Za-z][\w+.-]*(?=\s)")
 
 
 def valid_box(box: Any) -> list[float] | None:
@@ -66,27 +71,54 @@ def _from_json(obj: Any) -> Any:
     return obj if _is_box_shaped(obj) else _NOT_FOUND
 
 
-def _scan(text: str) -> list[float] | None:
-    match = _BOX.search(text)
-    if match is None:
-        return None
-    try:
-        return valid_box([float(g) for g in match.groups()])
-    except (ValueError, OverflowError):  # pragma: no cover - the pattern only admits what float() reads
-        return None
+def _pieces(answer: str) -> Iterator[str]:
+    """The answer's text outside and inside ``` fences, in the order written (fence marks and language tags
+    left out). An unterminated fence (truncated output) runs to the end."""
+    at = 0
+    while True:
+        open_at = answer.find(_FENCE, at)
+        if open_at < 0:
+            yield answer[at:]
+            return
+        yield answer[at:open_at]
+        lang = _FENCE_LANG.match(answer, open_at + len(_FENCE))
+        start = lang.end() if lang else open_at + len(_FENCE)
+        close_at = answer.find(_FENCE, start)
+        if close_at < 0:
+            yield answer[start:]
+            return
+        yield answer[start:close_at]
+        at = close_at + len(_FENCE)
 
 
-def parse_box(answer: str) -> list[float] | None:
-    """The first box in ``answer`` as ``[x1, y1, x2, y2]`` floats; ``None`` if there is none or it is invalid.
-
-    Invalid = a non-finite number, x2 <= x1 or y2 <= y1; an invalid first box is not skipped over.
-    """
-    text = vgrpo.strip_code_fence(answer)
+def _first_box(piece: str) -> Any:
+    """The first box-shaped list in one piece of the answer (JSON when it is JSON, else the scan), or
+    ``_NOT_FOUND``."""
+    text = piece.strip()
     if text and text[0] in "[{" and len(text) <= JSON_MAX_CHARS:
         try:
             found = _from_json(json.loads(text))
         except (ValueError, RecursionError):
             found = _NOT_FOUND
         if found is not _NOT_FOUND:
+            return found
+    match = _BOX.search(text)
+    if match is None:
+        return _NOT_FOUND
+    try:
+        return [float(g) for g in match.groups()]
+    except (ValueError, OverflowError):  # pragma: no cover - the pattern only admits what float() reads
+        return _NOT_FOUND
+
+
+def parse_box(answer: str) -> list[float] | None:
+    """The first box in ``answer``, fenced or not, in the order written, as ``[x1, y1, x2, y2]`` floats;
+    ``None`` if there is none or it is invalid.
+
+    Invalid = a non-finite number, x2 <= x1 or y2 <= y1; an invalid first box is not skipped over.
+    """
+    for piece in _pieces(answer):
+        found = _first_box(piece)
+        if found is not _NOT_FOUND:
             return valid_box(found)
-    return _scan(text)
+    return None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 import vgrpo
 from vgrpo_rec import sources
-from vgrpo_rec.geometry import polygon_area, solution_iou, to_image_box
+from vgrpo_rec.geometry import from_image_box, is_box, polygon_area, solution_iou, to_image_box
 from vgrpo_rec.parse import parse_box, valid_box
 
 if TYPE_CHECKING:
@@ -67,6 +67,19 @@ _COORDS_NOTE = {
     "norm1000": " Coordinates are integers from 0 to 1000, relative to the image width and height.",
     "norm1": " Coordinates are fractions from 0 to 1 of the image width and height.",
 }
+
+
+def edge_slack(side: float) -> float:
+    """How far (pixels) a ground-truth coordinate may lie outside an image side: max(1 px, 1 % of the side),
+    for the rounding and small overflows of converted annotations."""
+    return max(1.0, 0.01 * side)
+
+
+def outside_image(points: Sequence[Sequence[float]], size: Sequence[float]) -> bool:
+    """Whether any (x, y) lies outside a (W, H) image by more than :func:`edge_slack`."""
+    w, h = float(size[0]), float(size[1])
+    sx, sy = edge_slack(w), edge_slack(h)
+    return any(not (-sx <= x <= w + sx and -sy <= y <= h + sy) for x, y in points)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -151,6 +164,30 @@ class RecTask(vgrpo.Task):
             raise ValueError(f"expected a polygon enclosing a positive area, got {_short(solution)}")
         return points
 
+    def check_record(self, record: Mapping[str, Any], params: vgrpo.TaskParams) -> None:
+        """The default checks, and: with ``image_size`` the box or polygon lies inside the image (see
+        :func:`edge_slack`): one outside is written in another convention (e.g. 0-1000) or for another image;
+        without ``image_size`` or an image to read it from, a normalised ``coords`` cannot be converted."""
+        super().check_record(record, params)
+        size = record.get("image_size")
+        if size is None:
+            coords = self.params(params).coords
+            if coords != "abs" and not record.get("image"):
+                raise vgrpo.DataError(
+                    f"missing; expected [W, H] (or an image to read it from): with coords {coords!r} the "
+                    "model's box cannot be converted to pixels without it",
+                    field="image_size",
+                )
+            return
+        solution = self.check_solution(record["solution"])
+        points = solution if isinstance(solution[0], list) else [solution[:2], solution[2:]]
+        if outside_image(points, size):
+            raise vgrpo.DataError(
+                f"expected {_BOX_HELP} inside the {size[0]:g}x{size[1]:g} image (image_size), got "
+                f"{_short(record['solution'])}",
+                field="solution",
+            )
+
     def build_prompt(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> list[dict[str, Any]]:
         """The template's messages, plus a sentence on the coordinate convention when it is not ``abs``."""
         messages = self.template.render(sample, params)
@@ -170,7 +207,21 @@ class RecTask(vgrpo.Task):
             return {"acc@0.5": 0.0, "mean_iou": 0.0}
         return {"acc@0.5": sum(v >= 0.5 for v in ious) / len(ious), "mean_iou": sum(ious) / len(ious)}
 
-    # -- optional methods: where records come from (vgrpo data synth, vgrpo data convert) ----------------
+    # -- optional methods: the SFT target, where records come from (vgrpo data synth, vgrpo data convert) --
+    def reference_completion(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> str | None:
+        """The ground-truth box in the task's ``coords`` (``abs``: pixels of the image the model saw, when
+        ``input_size`` is known) to 0.01 pixel, as the template asks for it. ``None`` for a polygon
+        (no box matches it exactly) and for a normalised convention without ``image_size``."""
+        if not is_box(sample.solution):
+            return None
+        coords = getattr(params, "coords", "abs")
+        box = from_image_box(sample.solution, coords, sample.image_size, sample.input_size)
+        if box is None:
+            return None
+        digits = 5 if coords == "norm1" else 2  # 0.01 pixel, 0.00001 of the image
+        numbers = ", ".join(str(int(v) if v.is_integer() else v) for v in (round(float(x), digits) for x in box))
+        return f'<think>Locating it.</think><answer>{{"bbox_2d": [{numbers}]}}</answer>'
+
     def synth_record(self, item: SynthItem) -> dict[str, Any]:
         """A shape of the scene named unambiguously ("the red circle on the left"); the solution: its box."""
         return sources.synth_record(item)
