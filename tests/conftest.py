@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import uuid
 import types
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,11 +77,11 @@ class FakeSite:
         return self.add(dist, source=self.task_source(task_name), **kw)  # type: ignore[arg-type]
 
 
-_HOOK = '''
+_HOOK = """
 @vgrpo.hookimpl
 def vgrpo_tasks():
     return [EchoTask]
-'''
+"""
 
 
 @pytest.fixture
@@ -103,17 +103,31 @@ def trl_trainer() -> Callable[..., types.SimpleNamespace]:
     def _fake_trainer(logps, *, loss_type, beta, eps, eps_high, level, max_len):
         """Just enough of a GRPOTrainer for its unbound _compute_loss to run on given per-token log-probs."""
         acc = types.SimpleNamespace(
-            num_processes=1, sync_gradients=True,
-            gather=lambda x: x, gather_for_metrics=lambda x: x, reduce=lambda x, reduction="sum": x,
-        )  # fmt: skip
+            num_processes=1,
+            sync_gradients=True,
+            gather=lambda x: x,
+            gather_for_metrics=lambda x: x,
+            reduce=lambda x, reduction="sum": x,
+        )
         args = types.SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1)
         fake = types.SimpleNamespace(
-            accelerator=acc, args=args, loss_type=loss_type, beta=beta, epsilon_low=eps, epsilon_high=eps_high,
-            importance_sampling_level=level, max_completion_length=max_len, top_entropy_quantile=1.0,
-            off_policy_mask_threshold=None, use_vllm=False, aux_loss_enabled=False, _entropy_bonus_enabled=False,
-            current_gradient_accumulation_steps=1, model=types.SimpleNamespace(training=True),
+            accelerator=acc,
+            args=args,
+            loss_type=loss_type,
+            beta=beta,
+            epsilon_low=eps,
+            epsilon_high=eps_high,
+            importance_sampling_level=level,
+            max_completion_length=max_len,
+            top_entropy_quantile=1.0,
+            off_policy_mask_threshold=None,
+            use_vllm=False,
+            aux_loss_enabled=False,
+            _entropy_bonus_enabled=False,
+            current_gradient_accumulation_steps=1,
+            model=types.SimpleNamespace(training=True),
             _metrics={"train": defaultdict(list)},
-        )  # fmt: skip
+        )
         fake._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
         return fake
 

@@ -26,19 +26,27 @@ METHODS: dict[str, list[tuple[str, typing.Any, typing.Any]]] = {
     "handles": [("model_type", P, REQUIRED)],
     "processor_kwargs": [("min_pixels", P, REQUIRED), ("max_pixels", P, REQUIRED)],
     "load": [
-        ("name_or_path", P, REQUIRED), ("dtype", K, torch.float32), ("attn_implementation", K, "sdpa"),
-        ("min_pixels", K, None), ("max_pixels", K, None), ("seed", K, 0),
+        ("name_or_path", P, REQUIRED),
+        ("dtype", K, torch.float32),
+        ("attn_implementation", K, "sdpa"),
+        ("min_pixels", K, None),
+        ("max_pixels", K, None),
+        ("seed", K, 0),
     ],
     "prepare": [("model", P, REQUIRED), ("every_rank_runs_vision", K, False)],
     "runs_vision_every_forward": [("model", P, REQUIRED)],
     "vision_parameters": [("model", P, REQUIRED)],
-    "encode": [("processor", P, REQUIRED), ("prompts", P, REQUIRED), ("images", P, REQUIRED),
-               ("group_size", K, 1)],
+    "encode": [
+        ("processor", P, REQUIRED),
+        ("prompts", P, REQUIRED),
+        ("images", P, REQUIRED),
+        ("group_size", K, 1),
+    ],
     "input_sizes": [("processor", P, REQUIRED), ("inputs", P, REQUIRED), ("images", P, REQUIRED)],
     "hidden_states": [("model", P, REQUIRED), ("inputs", P, REQUIRED)],
     "lm_head": [("model", P, REQUIRED)],
     "output_layer": [("model", P, REQUIRED)],  # the older name of lm_head, kept for compatibility
-}  # fmt: skip
+}
 
 #: What each method returns, as annotated.
 RETURNS = {
@@ -74,8 +82,11 @@ def test_vgrpo_exports_the_adapter_class():
 
 
 def test_the_public_methods_are_exactly_the_pinned_ones():
-    public = {n for n, v in vars(ModelAdapter).items() if not n.startswith("_") and callable(
-        v.__func__ if isinstance(v, (staticmethod, classmethod)) else v)}  # fmt: skip
+    public = {
+        n
+        for n, v in vars(ModelAdapter).items()
+        if not n.startswith("_") and callable(v.__func__ if isinstance(v, (staticmethod, classmethod)) else v)
+    }
     assert public == set(METHODS), "a new or removed ModelAdapter method: update METHODS and the docs page"
 
 
@@ -123,10 +134,16 @@ def test_the_builtin_adapters_keep_the_signatures_and_a_known_convention(adapter
 
 
 def test_the_selection_functions_keep_their_signatures():
-    assert _parameters(select_adapter) == [("adapters", P, REQUIRED), ("name", P, REQUIRED),
-                                           ("model_type", P, REQUIRED)]  # fmt: skip
-    assert _parameters(adapter_for) == [("adapters", P, REQUIRED), ("name", P, REQUIRED),
-                                        ("source", P, REQUIRED)]  # fmt: skip
+    assert _parameters(select_adapter) == [
+        ("adapters", P, REQUIRED),
+        ("name", P, REQUIRED),
+        ("model_type", P, REQUIRED),
+    ]
+    assert _parameters(adapter_for) == [
+        ("adapters", P, REQUIRED),
+        ("name", P, REQUIRED),
+        ("source", P, REQUIRED),
+    ]
     assert inspect.signature(select_adapter).return_annotation == "ModelAdapter"
     assert inspect.signature(adapter_for).return_annotation == "ModelAdapter"
 

@@ -67,7 +67,9 @@ def test_a_saved_tiny_checkpoint_loads_through_the_normal_path(tmp_path):
 
     path = save_tiny(tmp_path / "ckpt")
     model, processor = Qwen25VLAdapter().load(str(path))
-    assert model.config.model_type == "qwen2_5_vl" and processor.tokenizer.convert_tokens_to_ids("<think>") > 255
+    assert (
+        model.config.model_type == "qwen2_5_vl" and processor.tokenizer.convert_tokens_to_ids("<think>") > 255
+    )
 
 
 def test_a_group_of_repeated_prompts_encodes_as_if_each_row_were_encoded(tiny):
@@ -84,7 +86,11 @@ def test_a_group_of_repeated_prompts_encodes_as_if_each_row_were_encoded(tiny):
         torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=0)
     assert adapter.input_sizes(processor, fast, rows_i) == adapter.input_sizes(processor, plain, rows_i)
     uneven = adapter.encode(processor, messages, images, group_size=[1, 2, 3])  # one count per prompt
-    plain = ModelAdapter.encode(adapter, processor, [messages[0], *[messages[1]] * 2, *[messages[2]] * 3],
-                                [images[0], *[images[1]] * 2, *[images[2]] * 3])  # fmt: skip
+    plain = ModelAdapter.encode(
+        adapter,
+        processor,
+        [messages[0], *[messages[1]] * 2, *[messages[2]] * 3],
+        [images[0], *[images[1]] * 2, *[images[2]] * 3],
+    )
     for key in plain:
         torch.testing.assert_close(uneven[key], plain[key], rtol=0, atol=0)

@@ -13,7 +13,12 @@ from vgrpo.data import sample_from_record
 
 SOLUTIONS = {
     "rec": {"solution": [10, 20, 110, 220], "image_size": [640, 480], "input_size": [320, 240]},
-    "ovd": {"solution": [{"bbox_2d": [0, 0, 50, 50], "label": "cat"}, {"bbox_2d": [60, 60, 90, 99], "label": "dog"}]},
+    "ovd": {
+        "solution": [
+            {"bbox_2d": [0, 0, 50, 50], "label": "cat"},
+            {"bbox_2d": [60, 60, 90, 99], "label": "dog"},
+        ]
+    },
     "count": {"solution": 4},
     "math": {"solution": "\\frac{1}{2}"},
 }
@@ -25,7 +30,9 @@ def _junk() -> str:
 
 
 def _boxes(n: int) -> str:
-    return json.dumps([{"bbox_2d": [i % 600, i % 400, i % 600 + 5, i % 400 + 5], "label": f"l{i % 7}"} for i in range(n)])
+    return json.dumps(
+        [{"bbox_2d": [i % 600, i % 400, i % 600 + 5, i % 400 + 5], "label": f"l{i % 7}"} for i in range(n)]
+    )
 
 
 BAD = {
@@ -34,7 +41,7 @@ BAD = {
     "200k": "<think>" + "a" * 200_000 + "</think><answer>" + "[1, 2, 3, 4]" * 100 + "</answer>",
     "binary": _junk(),
     "nul bytes": "<answer>\x00\x00[1,\x002,3,4]\x00</answer>",
-    "half json": '<think>x</think><answer>[{"bbox_2d": [1, 2, 3', 
+    "half json": '<think>x</think><answer>[{"bbox_2d": [1, 2, 3',
     "half json closed": '<think>x</think><answer>[{"bbox_2d": [1, 2, 3</answer>',
     "nan": "<think>x</think><answer>[NaN, 1, Infinity, -Infinity]</answer>",
     "huge numbers": "<think>x</think><answer>[1e309, 1e308, 1e400, " + "9" * 5000 + "]</answer>",

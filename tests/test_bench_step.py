@@ -10,13 +10,43 @@ import pytest
 
 pytest.importorskip("trl")
 
-ROW_FIELDS = {"impl", "step_s", "mean_s", "interval_s", "times", "peak_rss_mib", "step_peak_mib", "baseline_rss_mib",
-              "completion_length", "memory_method", "threads"}  # fmt: skip
+ROW_FIELDS = {
+    "impl",
+    "step_s",
+    "mean_s",
+    "interval_s",
+    "times",
+    "peak_rss_mib",
+    "step_peak_mib",
+    "baseline_rss_mib",
+    "completion_length",
+    "memory_method",
+    "threads",
+}
 
 
 def test_both_implementations_run_and_the_json_has_the_fields(tmp_path):
-    cmd = [sys.executable, "-m", "vgrpo.bench", "step", "--impl", "all", "--steps", "2", "--warmup", "1", "--prompts",
-           "1", "--num-generations", "2", "--max-new-tokens", "4", "--workdir", str(tmp_path), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vgrpo.bench",
+        "step",
+        "--impl",
+        "all",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--prompts",
+        "1",
+        "--num-generations",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--workdir",
+        str(tmp_path),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
@@ -46,8 +76,12 @@ def test_trl_sees_the_same_chat_prompt_as_vgrpo(tmp_path):
     samples = load_jsonl(data, task)[:3]
     dataset = _trl_dataset(task, params, samples)
     for sample, row in zip(samples, dataset):
-        ours = processor.apply_chat_template(task.build_prompt(sample, params), add_generation_prompt=True,
-                                             tokenize=False)  # fmt: skip
-        theirs = processor.apply_chat_template(prepare_multimodal_messages(row["prompt"], images=row["images"]),
-                                               add_generation_prompt=True, tokenize=False)  # fmt: skip
+        ours = processor.apply_chat_template(
+            task.build_prompt(sample, params), add_generation_prompt=True, tokenize=False
+        )
+        theirs = processor.apply_chat_template(
+            prepare_multimodal_messages(row["prompt"], images=row["images"]),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
         assert theirs == ours and ours.count("<|image_pad|>") == 1

@@ -60,7 +60,12 @@ def test_a_checkpoint_without_lora_weights_says_how_to_resume_it(tmp_path):
 
 def test_merged_lora_weights_are_w_plus_scaled_b_a():
     a, b, w = torch.randn(2, 4), torch.randn(4, 2), torch.randn(4, 4)
-    state = {"l.base_layer.weight": w, "l.lora_A.default.weight": a, "l.lora_B.default.weight": b, "l.bias": w[0]}
+    state = {
+        "l.base_layer.weight": w,
+        "l.lora_A.default.weight": a,
+        "l.lora_B.default.weight": b,
+        "l.bias": w[0],
+    }
     merged = merged_lora_state_dict(state, scaling=2.0)
     assert set(merged) == {"l.weight", "l.bias"}
     torch.testing.assert_close(merged["l.weight"], w + 2.0 * b @ a)

@@ -179,9 +179,11 @@ def test_train_prints_a_header_with_versions_and_every_plugin_then_where_the_res
 
     data = synthesize(tmp_path / "data", n_per_task=4, seed=0)
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: {{name_or_path: tiny}}\ntasks: [{{task: count, data: {data['count']}}}]\n"
-                      "grpo: {num_generations: 2}\ngeneration: {max_completion_length: 4}\n"
-                      "logging: {tensorboard: false}\nrewards: {workers: 0}\n")  # fmt: skip
+    config.write_text(
+        f"model: {{name_or_path: tiny}}\ntasks: [{{task: count, data: {data['count']}}}]\n"
+        "grpo: {num_generations: 2}\ngeneration: {max_completion_length: 4}\n"
+        "logging: {tensorboard: false}\nrewards: {workers: 0}\n"
+    )
     assert cli.main(["train", str(config), f"output_dir={tmp_path / 'run'}", "max_steps=1"]) == 0
     captured = capsys.readouterr()
     assert "torch" in captured.err and "transformers" in captured.err

@@ -18,16 +18,30 @@ def rec_data(tmp_path_factory):
 
 
 def _train(config, out, *extra):
-    return main(["train", str(config), f"output_dir={out}", "grpo.num_generations=2", "optim.prompts_per_step=1",
-                 "generation.max_completion_length=4", "logging.tensorboard=false", *extra])  # fmt: skip
+    return main(
+        [
+            "train",
+            str(config),
+            f"output_dir={out}",
+            "grpo.num_generations=2",
+            "optim.prompts_per_step=1",
+            "generation.max_completion_length=4",
+            "logging.tensorboard=false",
+            *extra,
+        ]
+    )
 
 
-def test_the_header_names_adapter_and_coords_and_a_resume_says_where_and_what_changed(rec_data, tmp_path, capsys):
+def test_the_header_names_adapter_and_coords_and_a_resume_says_where_and_what_changed(
+    rec_data, tmp_path, capsys
+):
     config = tmp_path / "rec.yaml"
     config.write_text(f"tasks: [{{task: rec, data: {rec_data}}}]\n")
     assert _train(config, tmp_path / "run", "optim.max_steps=1") == 0
     err = capsys.readouterr().err
-    assert "model adapter qwen2_5_vl" in err and "task rec: coords=abs (the model adapter's convention)" in err
+    assert (
+        "model adapter qwen2_5_vl" in err and "task rec: coords=abs (the model adapter's convention)" in err
+    )
     assert _train(config, tmp_path / "run", "optim.max_steps=2") == 0
     err = capsys.readouterr().err
     assert "resuming from" in err and "checkpoint-1 at step 1" in err and "optim.max_steps" in err
@@ -48,4 +62,6 @@ def test_an_interrupted_run_says_so_and_exits_143(rec_data, tmp_path, capsys, mo
     config.write_text(f"tasks: [{{task: rec, data: {rec_data}}}]\n")
     assert _train(config, tmp_path / "run", "optim.max_steps=5") == 143
     err = capsys.readouterr().err
-    assert "interrupted at step 1, checkpoint-1 written" in err and (tmp_path / "run" / "checkpoint-1").is_dir()
+    assert (
+        "interrupted at step 1, checkpoint-1 written" in err and (tmp_path / "run" / "checkpoint-1").is_dir()
+    )

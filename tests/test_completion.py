@@ -45,7 +45,7 @@ def test_extract_answer_takes_the_first_complete_block():
 
 
 def test_strip_code_fence():
-    assert strip_code_fence('```json\n[1, 2]\n```') == "[1, 2]"
+    assert strip_code_fence("```json\n[1, 2]\n```") == "[1, 2]"
     assert strip_code_fence('text before ```json\n{"a": 1}``` after') == '{"a": 1}'
     assert strip_code_fence("```\n[1]\n```") == "[1]"
     assert strip_code_fence("```json\n[1, 2") == "[1, 2"  # truncated output

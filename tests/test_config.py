@@ -16,11 +16,26 @@ def write(tmp_path, data):
 
 
 def test_yaml_and_overrides(tmp_path):
-    path = write(tmp_path, {"tasks": [{"task": "rec", "data": "rec/train.jsonl", "params": {"coords": "abs"}}]})
-    cfg = load_config(path, ["grpo.loss_type=grpo", "optim.lr=3e-6", "tasks.0.params.coords=norm1000",
-                             "tasks.0.weight=2", "model.lora.enabled=true", "generation.top_k=5"])  # fmt: skip
+    path = write(
+        tmp_path, {"tasks": [{"task": "rec", "data": "rec/train.jsonl", "params": {"coords": "abs"}}]}
+    )
+    cfg = load_config(
+        path,
+        [
+            "grpo.loss_type=grpo",
+            "optim.lr=3e-6",
+            "tasks.0.params.coords=norm1000",
+            "tasks.0.weight=2",
+            "model.lora.enabled=true",
+            "generation.top_k=5",
+        ],
+    )
     assert cfg.grpo.loss_type == "grpo" and cfg.optim.lr == 3e-6 and cfg.generation.top_k == 5
-    assert cfg.tasks[0].params == {"coords": "norm1000"} and cfg.tasks[0].weight == 2.0 and cfg.model.lora.enabled
+    assert (
+        cfg.tasks[0].params == {"coords": "norm1000"}
+        and cfg.tasks[0].weight == 2.0
+        and cfg.model.lora.enabled
+    )
     assert cfg.tasks[0].data == [str(tmp_path / "rec/train.jsonl")]  # relative to the YAML file
 
 
@@ -80,15 +95,19 @@ def test_eval_section_resolves_its_data_and_checks_pass_k(tmp_path):
         "eval: {data: {rec: d/val.jsonl, count: [v1.jsonl, /abs/v2.jsonl]}, every: 5}\n"
     )
     cfg = load_config(tmp_path / "c.yaml", ["eval.num_samples=4", "eval.pass_k=1,4"])
-    assert cfg.eval.data == {"rec": [str(tmp_path / "d/val.jsonl")],
-                             "count": [str(tmp_path / "v1.jsonl"), "/abs/v2.jsonl"]}  # fmt: skip
+    assert cfg.eval.data == {
+        "rec": [str(tmp_path / "d/val.jsonl")],
+        "count": [str(tmp_path / "v1.jsonl"), "/abs/v2.jsonl"],
+    }
     assert (cfg.eval.every, cfg.eval.num_samples, cfg.eval.pass_k) == (5, 4, [1, 4])
     assert load_config(None).eval.num_samples == 1 and load_config(None).eval.every == 0  # greedy, off
     with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(1\).*needs num_samples > 1"):
         load_config(None, ["eval.pass_k=[4]"])
     with pytest.raises(vgrpo.ParamsError, match=r"between 1 and num_samples \(4\), got \[0, 5\]") as err:
         load_config(None, ["eval.num_samples=4", "eval.pass_k=0,2,5"])
-    assert "eval.pass_k: " in str(err.value) and "batch_size" not in str(err.value)  # the field, not the section
+    assert "eval.pass_k: " in str(err.value) and "batch_size" not in str(
+        err.value
+    )  # the field, not the section
     with pytest.raises(vgrpo.ParamsError, match=r"eval.pass_k: .*empty item in '1,,4'"):
         load_config(None, ["eval.num_samples=4", "eval.pass_k=1,,4"])  # not silently [1, 4]
     assert load_config(None, ["eval.num_samples=4", "eval.pass_k= 1 , 4 "]).eval.pass_k == [1, 4]
@@ -105,7 +124,11 @@ def test_a_bare_key_of_exactly_one_section_is_a_shorthand():
     from vgrpo.config import load_config
 
     config = load_config(None, ["max_steps=3", "resume=never", "num_generations=2"])
-    assert config.optim.max_steps == 3 and config.checkpoint.resume == "never" and config.grpo.num_generations == 2
+    assert (
+        config.optim.max_steps == 3
+        and config.checkpoint.resume == "never"
+        and config.grpo.num_generations == 2
+    )
     with pytest.raises(vgrpo.ParamsError, match=r"ambiguous.*checkpoint\.every.*|ambiguous.*logging\.every"):
         load_config(None, ["every=5"])  # logging.every, checkpoint.every, eval.every
     with pytest.raises(vgrpo.ParamsError, match="unknown config key .max_stepz."):

@@ -29,11 +29,19 @@ def qwen2_vl(tmp_path_factory):
 
 
 def _config(model, data, out, *extra):
-    return load_config(None, [
-        f"model.name_or_path={model}", f"output_dir={out}", f"tasks=[{{task: rec, data: {data}}}]",
-        "grpo.num_generations=2", "optim.prompts_per_step=1", "optim.max_steps=1", "logging.tensorboard=false",
-        *extra,
-    ])  # fmt: skip
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={model}",
+            f"output_dir={out}",
+            f"tasks=[{{task: rec, data: {data}}}]",
+            "grpo.num_generations=2",
+            "optim.prompts_per_step=1",
+            "optim.max_steps=1",
+            "logging.tensorboard=false",
+            *extra,
+        ],
+    )
 
 
 def _score_box(trainer, to_answer):
@@ -44,8 +52,9 @@ def _score_box(trainer, to_answer):
 
     sample = encode_prompts(trainer.adapter, trainer.processor, [prompt], group_size=1).samples[0]
     text = f"<think>there</think><answer>{json.dumps(to_answer(sample.solution, sample))}</answer>"
-    rollout = Rollout({}, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.zeros(1, dtype=torch.bool),
-                      [text])  # fmt: skip
+    rollout = Rollout(
+        {}, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.zeros(1, dtype=torch.bool), [text]
+    )
     scored = score_rollout(trainer.entries, [prompt.entry], rollout.texts, [sample], [1.0])
     return scored.stats.tasks["rec"]["accuracy"][0]
 
@@ -60,7 +69,9 @@ def _model_input_pixels(box, sample):
     return [box[0] * iw / w, box[1] * ih / h, box[2] * iw / w, box[3] * ih / h]
 
 
-def test_rec_on_qwen2_vl_reads_0_to_1000_boxes_without_coords_in_the_config(qwen2_vl, rec_data, tmp_path, caplog):
+def test_rec_on_qwen2_vl_reads_0_to_1000_boxes_without_coords_in_the_config(
+    qwen2_vl, rec_data, tmp_path, caplog
+):
     trainer = Trainer(_config(qwen2_vl, rec_data, tmp_path / "run"))
     with caplog.at_level("INFO"):
         trainer.setup()
@@ -83,14 +94,22 @@ def test_rec_on_qwen2_5_vl_reads_pixels_of_the_model_input(rec_data, tmp_path):
         trainer.cleanup()
 
 
-def test_coords_set_in_the_config_win_over_the_adapter_and_eval_follows_the_same_rule(qwen2_vl, rec_data, tmp_path):
+def test_coords_set_in_the_config_win_over_the_adapter_and_eval_follows_the_same_rule(
+    qwen2_vl, rec_data, tmp_path
+):
     from vgrpo.models.adapters import adapter_for
 
     registry = get_registry()
     adapter = adapter_for(registry.model_adapters, "auto", qwen2_vl)
     config = _config(qwen2_vl, rec_data, tmp_path / "run")
     assert build_eval_splits(config, registry, adapter)[0].params.coords == "norm1000"
-    explicit = load_config(None, [f"model.name_or_path={qwen2_vl}", f"output_dir={tmp_path / 'x'}",
-                                  f"tasks=[{{task: rec, data: {rec_data}, params: {{coords: norm1}}}}]"])  # fmt: skip
+    explicit = load_config(
+        None,
+        [
+            f"model.name_or_path={qwen2_vl}",
+            f"output_dir={tmp_path / 'x'}",
+            f"tasks=[{{task: rec, data: {rec_data}, params: {{coords: norm1}}}}]",
+        ],
+    )
     assert build_eval_splits(explicit, registry, adapter)[0].params.coords == "norm1"
     assert build_eval_splits(config, registry)[0].params.coords == "abs"  # no adapter: the task's own default

@@ -48,7 +48,9 @@ def test_repeated_ids_are_reported_with_both_lines_and_training_still_loads_them
     f = tmp_path / "d.jsonl"
     f.write_text("\n".join(lines) + "\n")
     assert cli.main(["data", "check", "--task", "count", str(f), "--json"]) == 1
-    problems = [(p["line"], p["field"], p["problem"]) for p in json.loads(capsys.readouterr().out)["problems"]]
+    problems = [
+        (p["line"], p["field"], p["problem"]) for p in json.loads(capsys.readouterr().out)["problems"]
+    ]
     assert [p for p in problems if p[1] == "id"] == [
         (3, "id", "id 'a' already used on line 1"),
         (4, "id", "id 'b' already used on line 2"),
@@ -56,7 +58,9 @@ def test_repeated_ids_are_reported_with_both_lines_and_training_still_loads_them
         (7, "id", "id '7' already used on line 6"),
     ]
     assert [p[:2] for p in problems if p[1] != "id"] == [(4, "solution")]  # other problems are still found
-    f.write_text("\n".join(lines[:3]) + "\n")  # training's loader accepts repeats: they are not an error there
+    f.write_text(
+        "\n".join(lines[:3]) + "\n"
+    )  # training's loader accepts repeats: they are not an error there
     assert [s.id for s in vgrpo.load_jsonl(f, vgrpo.get_registry().task("count"))] == ["a", "b", "a"]
 
 
@@ -107,8 +111,12 @@ def test_check_reports_a_missing_template_field_with_its_line(tmp_path):
             return {}
 
     f = tmp_path / "d.jsonl"
-    f.write_text(json.dumps({"id": "a", "solution": "x", "classes": ["x"]}) + "\n"
-                 + json.dumps({"id": "b", "solution": "x"}) + "\n")  # fmt: skip
+    f.write_text(
+        json.dumps({"id": "a", "solution": "x", "classes": ["x"]})
+        + "\n"
+        + json.dumps({"id": "b", "solution": "x"})
+        + "\n"
+    )
     [problem] = vgrpo.data.check_jsonl(f, Shapes())
     assert (problem.line, problem.field) == (2, "classes")
     expected = f"{f}:2: field 'classes': missing; the prompt template needs it, but record 'b'"

@@ -40,20 +40,29 @@ def setup(tmp_path_factory, letters_task_source):
     (info / "entry_points.txt").write_text("[vgrpo]\nacme-letters = fake_letters\n")
     data = synthesize(root / "data", n_per_task=8, seed=0)
     letters = root / "letters.jsonl"
-    letters.write_text("".join(json.dumps({"id": str(i), "question": f"Write {i} letters", "solution": "a"}) + "\n"
-                               for i in range(8)))  # fmt: skip
+    letters.write_text(
+        "".join(
+            json.dumps({"id": str(i), "question": f"Write {i} letters", "solution": "a"}) + "\n"
+            for i in range(8)
+        )
+    )
     config = root / "config.yaml"
     config.write_text(
         "seed: 3\nmodel: {name_or_path: tiny, freeze_vision: false}\n"
-        f"tasks:\n  - {{task: acme.letters, data: {letters}, weight: 2.0}}\n  - {{task: count, data: {data['count']}}}\n"
+        f"tasks:\n  - {{task: acme.letters, data: {letters}, weight: 2.0}}\n"
+        f"  - {{task: count, data: {data['count']}}}\n"
         "grpo: {num_generations: 4, loss_type: grpo, beta: 0.04, num_iterations: 2, scale_rewards: batch}\n"
         "generation: {max_completion_length: 8}\n"
         "optim: {lr: 1.0e-3, max_steps: 2, lr_scheduler: constant, gradient_accumulation_steps: 2}\n"
         "logging: {tensorboard: false, completions_every: 1}\nrewards: {workers: 0}\ncheckpoint: {every: 2}\n"
         "eval: {every: 2, max_samples: 3, max_new_tokens: 4, batch_size: 2}\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     return {"root": root, "config": config, "env": env}
 
 
@@ -63,14 +72,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(setup, out: Path, *, prompts: int, launcher: str | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
-    args = ["-m", "vgrpo.cli", "train", str(setup["config"]), f"output_dir={out}",
-            f"optim.prompts_per_step={prompts}", *extra]  # fmt: skip
+def _train(
+    setup, out: Path, *, prompts: int, launcher: str | None = None, extra: tuple[str, ...] = ()
+) -> list[dict]:
+    args = [
+        "-m",
+        "vgrpo.cli",
+        "train",
+        str(setup["config"]),
+        f"output_dir={out}",
+        f"optim.prompts_per_step={prompts}",
+        *extra,
+    ]
     if launcher is None:
         cmd = [sys.executable, *args]
     else:
-        cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "examples" / "accelerate" / launcher),
-               "--num_processes", "2", "--main_process_port", str(_free_port()), *args]  # fmt: skip
+        cmd = [
+            str(ACCELERATE),
+            "launch",
+            "--config_file",
+            str(ROOT / "examples" / "accelerate" / launcher),
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(_free_port()),
+            *args,
+        ]
     proc = subprocess.run(cmd, env=setup["env"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -95,7 +122,10 @@ def _assert_same_steps(a: list[dict], b: list[dict]) -> None:
         assert tasks == sorted(k for k in rb if k.startswith("tasks/"))
         for key in tasks:
             assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-7), (ra["step"], key)
-    assert any("eval/count/accuracy" in r for r in b) and len({k.split("/")[1] for k in a[0] if "tasks/" in k}) == 2
+    assert (
+        any("eval/count/accuracy" in r for r in b)
+        and len({k.split("/")[1] for k in a[0] if "tasks/" in k}) == 2
+    )
 
 
 def _completions(out: Path) -> list[tuple[int, str, str]]:
@@ -114,7 +144,9 @@ def test_ddp_two_processes_match_one_process(setup, single):
 def test_deepspeed_zero2_two_processes_match_one_process_and_resume_exactly(setup, single):
     out = setup["root"] / "zero2"
     _assert_same_steps(single, _train(setup, out, prompts=2, launcher="zero2.yaml"))
-    assert (out / "checkpoint-2" / "deepspeed").is_dir() and (out / "checkpoint-2" / "model.safetensors").exists()
+    assert (out / "checkpoint-2" / "deepspeed").is_dir() and (
+        out / "checkpoint-2" / "model.safetensors"
+    ).exists()
     rows = _train(setup, out, prompts=2, launcher="zero2.yaml", extra=("optim.max_steps=4",))  # resumes at 2
     _assert_same_steps(single, rows)
     assert len(rows) == 4

@@ -13,7 +13,8 @@ from vgrpo.data import sample_from_record
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "rewards.md"
 EXAMPLE = re.compile(
-    r"<!-- score (?P<task>\S+)(?: (?P<params>\{.*?\}))? -->\s*```json\n(?P<case>.*?)\n```.*?```json\n(?P<want>.*?)\n```",
+    r"<!-- score (?P<task>\S+)(?: (?P<params>\{.*?\}))? -->\s*"
+    r"```json\n(?P<case>.*?)\n```.*?```json\n(?P<want>.*?)\n```",
     re.DOTALL,
 )
 EXAMPLES = [m.groupdict() for m in EXAMPLE.finditer(DOC.read_text(encoding="utf-8"))]

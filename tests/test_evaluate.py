@@ -39,16 +39,32 @@ def test_existing_predictions_are_kept_and_scored_with_the_whole_split(data, tin
     out = tmp_path / "eval"
     out.mkdir()
     # a previous (interrupted) run predicted the first four perfectly; the last line was cut mid-write
-    rows = [{"task": "count", "id": s.id, "max_new_tokens": 4, "completion": f"<answer>{s.solution}</answer>",
-             "parsed": s.solution, "input_size": None, "error": None} for s in samples[:4]]  # fmt: skip
+    rows = [
+        {
+            "task": "count",
+            "id": s.id,
+            "max_new_tokens": 4,
+            "completion": f"<answer>{s.solution}</answer>",
+            "parsed": s.solution,
+            "input_size": None,
+            "error": None,
+        }
+        for s in samples[:4]
+    ]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"task": "cou')
-    metrics = evaluate(model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4)
+    metrics = evaluate(
+        model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4
+    )
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()[5:]]
-    assert sorted(r["id"] for r in lines) == sorted(s.id for s in samples[4:])  # only the missing ones generated
+    assert sorted(r["id"] for r in lines) == sorted(
+        s.id for s in samples[4:]
+    )  # only the missing ones generated
     # the random model's two predictions can only lower the score: at least the 4 kept perfect ones count
     assert 4 / 6 <= metrics["count"]["accuracy"] <= 1.0 and metrics["count"]["n"] == 6
     assert json.loads((out / "eval_metrics.json").read_text()) == metrics
-    again = evaluate(model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4)
+    again = evaluate(
+        model, processor, adapter, [EvalSplit(task, task.params(), samples)], out, max_new_tokens=4
+    )
     assert again == metrics  # nothing left to predict: the same metrics
 
 
@@ -60,8 +76,14 @@ def test_rows_are_reused_only_when_made_with_the_same_max_new_tokens(data, tiny,
     out = tmp_path / "eval"
     out.mkdir()
     # an older file's row, which does not record its max_new_tokens
-    old = {"task": "count", "id": split.samples[0].id, "completion": "<answer>1</answer>", "parsed": 1,
-           "input_size": None, "error": None}  # fmt: skip
+    old = {
+        "task": "count",
+        "id": split.samples[0].id,
+        "completion": "<answer>1</answer>",
+        "parsed": 1,
+        "input_size": None,
+        "error": None,
+    }
     (out / "predictions.jsonl").write_text(json.dumps(old) + "\n")
 
     def rows() -> list[dict]:
@@ -77,8 +99,21 @@ def test_rows_are_reused_only_when_made_with_the_same_max_new_tokens(data, tiny,
 
 def test_cli_eval_with_model_task_and_data(data, tmp_path, capsys):
     out = tmp_path / "e"
-    code = cli.main(["eval", "--model", "tiny", "--task", "rec", "--data", str(data["rec"]), "--output-dir", str(out),
-                     "--max-new-tokens", "4"])  # fmt: skip
+    code = cli.main(
+        [
+            "eval",
+            "--model",
+            "tiny",
+            "--task",
+            "rec",
+            "--data",
+            str(data["rec"]),
+            "--output-dir",
+            str(out),
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "eval_metrics.json").read_text())
     assert set(metrics["rec"]) >= {"acc@0.5", "mean_iou", "parse_rate", "n"} and metrics["rec"]["n"] == 6
@@ -91,7 +126,9 @@ def test_cli_eval_errors_before_any_generation(tmp_path, capsys):
     bad.write_text('{"id": "1", "solution": -3}\n')
     assert cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(bad)]) == 2
     assert "bad.jsonl:1" in " ".join(capsys.readouterr().err.split())
-    assert cli.main(["eval", "--model", str(tmp_path / "no-model"), "--task", "count", "--data", str(bad)]) == 2
+    assert (
+        cli.main(["eval", "--model", str(tmp_path / "no-model"), "--task", "count", "--data", str(bad)]) == 2
+    )
 
 
 def test_a_missing_image_fails_before_any_generation(data, tiny, tmp_path, capsys):
@@ -100,14 +137,36 @@ def test_a_missing_image_fails_before_any_generation(data, tiny, tmp_path, capsy
     moved = Path(data["count"]).parent / "moved.jsonl"  # beside the images, so the others resolve
     moved.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "e"
-    assert cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(moved), "--output-dir", str(out),
-                     "--max-new-tokens", "4"]) == 2  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                "tiny",
+                "--task",
+                "count",
+                "--data",
+                str(moved),
+                "--output-dir",
+                str(out),
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 2
+    )
     err = " ".join(capsys.readouterr().err.split())
-    assert f"record {records[1]['id']!r}: image not found" in err and "gone.png" in err and "Traceback" not in err
+    assert (
+        f"record {records[1]['id']!r}: image not found" in err
+        and "gone.png" in err
+        and "Traceback" not in err
+    )
     assert not (out / "predictions.jsonl").exists() or not (out / "predictions.jsonl").read_text()
     from vgrpo.config import load_config
 
-    config = load_config(None, [f"tasks=[{{task: count, data: {data['count']}}}]", f"eval.data={{count: [{moved}]}}"])
+    config = load_config(
+        None, [f"tasks=[{{task: count, data: {data['count']}}}]", f"eval.data={{count: [{moved}]}}"]
+    )
     with pytest.raises(DataError, match="image not found"):  # evaluation during training: at setup
         build_eval_splits(config, vgrpo.get_registry())
 
@@ -138,13 +197,23 @@ def test_unparsable_predictions_count_as_wrong_and_show_in_the_table(data, tmp_p
     out.mkdir()
     wrong = ["3", "<answer>many</answer>", "<answer>99</answer>"]  # no answer block, no number, wrong
     completions = [f"<answer>{s.solution}</answer>" for s in samples[:3]] + wrong
-    rows = [{"task": "count", "id": s.id, "max_new_tokens": 256, "completion": c,
-             "parsed": task.parse(c, task.params()), "input_size": None, "error": None}
-            for s, c in zip(samples, completions)]  # fmt: skip
+    rows = [
+        {
+            "task": "count",
+            "id": s.id,
+            "max_new_tokens": 256,
+            "completion": c,
+            "parsed": task.parse(c, task.params()),
+            "input_size": None,
+            "error": None,
+        }
+        for s, c in zip(samples, completions)
+    ]
     assert [r["parsed"] is None for r in rows] == [False, False, False, True, True, False]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code = cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]),
-                     "--output-dir", str(out)])  # fmt: skip
+    code = cli.main(
+        ["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]), "--output-dir", str(out)]
+    )
     assert code == 0
     metrics = json.loads((out / "eval_metrics.json").read_text())["count"]
     assert metrics == {"accuracy": 0.5, "parse_rate": pytest.approx(4 / 6), "unparsed": 2.0, "n": 6.0}
@@ -176,11 +245,17 @@ def test_build_eval_splits_from_a_config(data, tmp_path):
     from vgrpo.config import load_config
 
     val = str(data["rec"]).replace("train.jsonl", "val.jsonl")
-    config = load_config(None, [
-        f"tasks=[{{task: count, data: {data['count']}}}, {{task: rec, data: {data['rec']}, "
-        "params: {coords: norm1000}}]",
-        f"eval.data={{rec: [{val}]}}", "eval.max_samples=3", "eval.num_samples=2", "seed=9",
-    ])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            f"tasks=[{{task: count, data: {data['count']}}}, {{task: rec, data: {data['rec']}, "
+            "params: {coords: norm1000}}]",
+            f"eval.data={{rec: [{val}]}}",
+            "eval.max_samples=3",
+            "eval.num_samples=2",
+            "seed=9",
+        ],
+    )
     registry = vgrpo.get_registry()
     splits = build_eval_splits(config, registry)
     assert [s.task.name for s in splits] == ["count", "rec"]
@@ -191,7 +266,8 @@ def test_build_eval_splits_from_a_config(data, tmp_path):
     first = Path(data["count"]).read_text().splitlines()[0]
     dup = tmp_path / "dup.jsonl"
     dup.write_text(f"{first}\n{first}\n")  # the same record twice
-    config = load_config(None, [f"tasks=[{{task: count, data: {data['count']}}}]",
-                                f"eval.data={{count: [{dup}]}}"])  # fmt: skip
+    config = load_config(
+        None, [f"tasks=[{{task: count, data: {data['count']}}}]", f"eval.data={{count: [{dup}]}}"]
+    )
     with pytest.raises(DataError, match="appears twice"):
         build_eval_splits(config, registry)

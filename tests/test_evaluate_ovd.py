@@ -48,8 +48,12 @@ def model_answers(samples, seed: int) -> list[list[dict] | None]:
             boxes.append({"bbox_2d": [round(v, 2) for v in (nx1, ny1, nx2, ny2)], "label": label})
         for _ in range(rng.choice([0, 0, 0, 1, 2])):
             x, y = rng.uniform(0, 150), rng.uniform(0, 150)
-            boxes.append({"bbox_2d": [x, y, x + rng.uniform(8, 60), y + rng.uniform(8, 60)],
-                          "label": rng.choice(LABELS)})  # fmt: skip
+            boxes.append(
+                {
+                    "bbox_2d": [x, y, x + rng.uniform(8, 60), y + rng.uniform(8, 60)],
+                    "label": rng.choice(LABELS),
+                }
+            )
         rng.shuffle(boxes)
         answers.append(boxes)
     return answers
@@ -65,8 +69,11 @@ def pycocotools_map(samples, predictions) -> tuple[float, float]:
     """COCO AP@[.5:.95] and AP@.5 from pycocotools itself: ground truth from the records, every detection
     scored so that the ranking is image order, then the order written (what equal scores mean to vgrpo)."""
     norm = [(p or []) for p in predictions]
-    labels = sorted({b["label"].strip().lower() for s in samples for b in s.solution}
-                    | {b["label"].strip().lower() for p in norm for b in p}, reverse=True)  # fmt: skip
+    labels = sorted(
+        {b["label"].strip().lower() for s in samples for b in s.solution}
+        | {b["label"].strip().lower() for p in norm for b in p},
+        reverse=True,
+    )
     category = {label: 7 + 3 * i for i, label in enumerate(labels)}
     images, annotations, detections = [], [], []
     total = sum(len(p) for p in norm)
@@ -75,19 +82,33 @@ def pycocotools_map(samples, predictions) -> tuple[float, float]:
         images.append({"id": image_id, "width": w, "height": h, "file_name": s.images[0]})
         for b in s.solution:
             x1, y1, x2, y2 = b["bbox_2d"]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category[b["label"].strip().lower()],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category[b["label"].strip().lower()],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for b in boxes:
             x1, y1, x2, y2 = b["bbox_2d"]
-            detections.append({"image_id": image_id, "category_id": category[b["label"].strip().lower()],
-                               "bbox": [x1, y1, x2 - x1, y2 - y1],
-                               "score": 1.0 - len(detections) / (2 * total)})  # fmt: skip
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category[b["label"].strip().lower()],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": 1.0 - len(detections) / (2 * total),
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": i, "name": n} for n, i in category.items()]}  # fmt: skip
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": n} for n, i in category.items()],
+        }
         gt.createIndex()
         evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
         evaluator.evaluate()
@@ -114,9 +135,18 @@ def test_vgrpo_eval_reports_the_pycocotools_map_of_its_predictions(split, tmp_pa
     answers = model_answers(samples, 5)
     out = tmp_path / "eval"
     out.mkdir()
-    rows = [{"task": "ovd", "id": s.id, "max_new_tokens": 256, "completion": completion(a),
-             "parsed": task.parse(completion(a), task.params()), "input_size": None, "error": None}
-            for s, a in zip(samples, answers)]  # fmt: skip
+    rows = [
+        {
+            "task": "ovd",
+            "id": s.id,
+            "max_new_tokens": 256,
+            "completion": completion(a),
+            "parsed": task.parse(completion(a), task.params()),
+            "input_size": None,
+            "error": None,
+        }
+        for s, a in zip(samples, answers)
+    ]
     (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     adapter = Qwen25VLAdapter()
     model, processor = adapter.load("tiny")

@@ -30,10 +30,26 @@ def tiny():
     return adapter, model, processor
 
 
-def row(task: str, sample_id: str, index: int, completion: str, parsed: Any, sampling: Any = SAMPLED,
-        max_new_tokens: int = 256) -> dict:  # fmt: skip
-    return {"task": task, "id": sample_id, "sample": index, "sampling": sampling, "max_new_tokens": max_new_tokens,
-            "completion": completion, "parsed": parsed, "input_size": None, "error": None}  # fmt: skip
+def row(
+    task: str,
+    sample_id: str,
+    index: int,
+    completion: str,
+    parsed: Any,
+    sampling: Any = SAMPLED,
+    max_new_tokens: int = 256,
+) -> dict:
+    return {
+        "task": task,
+        "id": sample_id,
+        "sample": index,
+        "sampling": sampling,
+        "max_new_tokens": max_new_tokens,
+        "completion": completion,
+        "parsed": parsed,
+        "input_size": None,
+        "error": None,
+    }
 
 
 # -- the estimator -----------------------------------------------------------------------------------------
@@ -63,8 +79,9 @@ def test_pass_at_k_rejects_impossible_counts():
 # -- per-record correctness of the built-in tasks ---------------------------------------------------------
 def correct(task_name: str, predictions: Sequence[Any], solutions: Sequence[Any], **extra: Any) -> list[bool]:
     task = vgrpo.get_registry().task(task_name)
-    samples = [vgrpo.Sample(id=str(i), solution=task.check_solution(s), **extra)
-               for i, s in enumerate(solutions)]  # fmt: skip
+    samples = [
+        vgrpo.Sample(id=str(i), solution=task.check_solution(s), **extra) for i, s in enumerate(solutions)
+    ]
     return task.correct(list(predictions), samples, task.params())
 
 
@@ -81,8 +98,12 @@ def test_count_is_correct_when_exact():
 
 def test_math_is_correct_when_verified():
     task = vgrpo.get_registry().task("math")
-    completions = ["<answer>\\boxed{5}</answer>", "<answer>x = 5</answer>", "<answer>\\boxed{6}</answer>",
-                   "no"]  # fmt: skip
+    completions = [
+        "<answer>\\boxed{5}</answer>",
+        "<answer>x = 5</answer>",
+        "<answer>\\boxed{6}</answer>",
+        "no",
+    ]
     parsed = [task.parse(c, task.params()) for c in completions]
     assert correct("math", parsed, ["5"] * 4) == [True, True, False, False]
 
@@ -151,7 +172,9 @@ def test_resume_with_n_samples_generates_only_missing_rows(data, tiny, tmp_path)
     samples = load_jsonl(data["count"], task)
     out = tmp_path / "eval"
     out.mkdir()
-    kept = [row("count", s.id, i, "<answer>1</answer>", 1, max_new_tokens=3) for s in samples for i in range(2)]
+    kept = [
+        row("count", s.id, i, "<answer>1</answer>", 1, max_new_tokens=3) for s in samples for i in range(2)
+    ]
     greedy = row("count", samples[0].id, 2, "<answer>1</answer>", 1, None, 3)  # other mode: not reused
     (out / "predictions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [*kept, greedy]))
     split = EvalSplit(task, task.params(), samples)
@@ -199,7 +222,9 @@ def test_sampled_rows_are_reused_only_with_the_same_seed(data, tiny, tmp_path):
     split = EvalSplit(task, task.params(), load_jsonl(data["count"], task)[:2])
     out = tmp_path / "eval"
     out.mkdir()
-    unseeded = row("count", split.samples[0].id, 0, "<answer>1</answer>", 1, {"temperature": 1.0, "top_p": 1.0}, 3)
+    unseeded = row(
+        "count", split.samples[0].id, 0, "<answer>1</answer>", 1, {"temperature": 1.0, "top_p": 1.0}, 3
+    )
     (out / "predictions.jsonl").write_text(json.dumps(unseeded) + "\n")
     kw = {"num_samples": 2, "max_new_tokens": 3}
 
@@ -220,8 +245,19 @@ def test_sampled_rows_are_reused_only_with_the_same_seed(data, tiny, tmp_path):
 
 def test_cli_eval_samples_and_k_then_resume_with_more(data, tmp_path, capsys):
     out = tmp_path / "e"
-    base = ["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]),
-            "--output-dir", str(out), "--max-new-tokens", "3"]  # fmt: skip
+    base = [
+        "eval",
+        "--model",
+        "tiny",
+        "--task",
+        "count",
+        "--data",
+        str(data["count"]),
+        "--output-dir",
+        str(out),
+        "--max-new-tokens",
+        "3",
+    ]
     assert cli.main([*base, "--samples", "3", "--k", "1,2"]) == 0
     metrics = json.loads((out / "eval_metrics.json").read_text())["count"]
     assert {k for k in metrics if k.startswith("pass@")} == {"pass@1", "pass@2"}
@@ -240,6 +276,19 @@ def test_cli_eval_samples_and_k_then_resume_with_more(data, tmp_path, capsys):
 def test_cli_eval_rejects_k_above_samples(data, capsys):
     code = cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]), "--k", "4"])
     assert code == 2 and "num_samples" in capsys.readouterr().err
-    code = cli.main(["eval", "--model", "tiny", "--task", "count", "--data", str(data["count"]),
-                     "--samples", "2", "--k", "1,3"])  # fmt: skip
+    code = cli.main(
+        [
+            "eval",
+            "--model",
+            "tiny",
+            "--task",
+            "count",
+            "--data",
+            str(data["count"]),
+            "--samples",
+            "2",
+            "--k",
+            "1,3",
+        ]
+    )
     assert code == 2 and "between 1 and num_samples (2)" in " ".join(capsys.readouterr().err.split())

@@ -27,22 +27,43 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     copy = shutil.copytree(EXAMPLE, tmp / EXAMPLE.name, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     site = tmp / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-         str(site), str(copy)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(copy),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {**os.environ, "PYTHONPATH": str(site)}
 
 
 def test_it_is_listed_with_its_adapter(env):
-    result = subprocess.run([sys.executable, "-m", "vgrpo.cli", "--strict-plugins", "plugins", "--json"],
-                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "vgrpo.cli", "--strict-plugins", "plugins", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     listing = json.loads(result.stdout)
     row = next(p for p in listing["plugins"] if p["name"] == "acme-adapter")
     assert row == {
-        "name": "acme-adapter", "distribution": "vgrpo-acme-adapter", "version": "0.1.0",
-        "tasks": [], "rewards": [], "model_adapters": ["acme.llava"],
-    }  # fmt: skip
+        "name": "acme-adapter",
+        "distribution": "vgrpo-acme-adapter",
+        "version": "0.1.0",
+        "tasks": [],
+        "rewards": [],
+        "model_adapters": ["acme.llava"],
+    }
     assert listing["errors"] == []
 
 

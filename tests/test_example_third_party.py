@@ -29,10 +29,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     copies = [str(shutil.copytree(EXAMPLES / name, tmp / name, ignore=skip)) for name in PACKAGES]
     site = tmp / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-         str(site), *copies],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            *copies,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {**os.environ, "PYTHONPATH": str(site)}
 
 
@@ -46,13 +58,21 @@ def test_both_are_listed_with_distribution_and_version(env):
     listing = json.loads(_run([*VGRPO, "--strict-plugins", "plugins", "--json"], env).stdout)
     rows = {p["name"]: p for p in listing["plugins"]}
     assert rows["acme-docqa"] == {
-        "name": "acme-docqa", "distribution": "vgrpo-acme-docqa", "version": "0.1.0",
-        "tasks": ["acme.docqa"], "rewards": [], "model_adapters": [],
-    }  # fmt: skip
+        "name": "acme-docqa",
+        "distribution": "vgrpo-acme-docqa",
+        "version": "0.1.0",
+        "tasks": ["acme.docqa"],
+        "rewards": [],
+        "model_adapters": [],
+    }
     assert rows["acme-rewards"] == {
-        "name": "acme-rewards", "distribution": "vgrpo-acme-rewards", "version": "0.1.0",
-        "tasks": [], "rewards": ["acme.repetition_penalty", "acme.length_penalty"], "model_adapters": [],
-    }  # fmt: skip
+        "name": "acme-rewards",
+        "distribution": "vgrpo-acme-rewards",
+        "version": "0.1.0",
+        "tasks": [],
+        "rewards": ["acme.repetition_penalty", "acme.length_penalty"],
+        "model_adapters": [],
+    }
     assert listing["errors"] == []
 
 
@@ -71,8 +91,12 @@ def test_a_builtin_task_weights_the_reward_only_plugin(env):
         "solution": 3,
     }
     weights = '{"accuracy": 1, "format": 1, "acme.repetition_penalty": 0.5}'
-    [row] = [json.loads(line) for line in _run([*VGRPO, "score", "count", "--weights", weights], env,
-                                               input=json.dumps(case)).stdout.splitlines()]  # fmt: skip
+    [row] = [
+        json.loads(line)
+        for line in _run(
+            [*VGRPO, "score", "count", "--weights", weights], env, input=json.dumps(case)
+        ).stdout.splitlines()
+    ]
     # 8 words, 6 trigrams of which 4 distinct: penalty -(1 - 4/6)
     assert row["rewards"]["acme.repetition_penalty"] == pytest.approx(-1 / 3)
     assert row["reward"] == pytest.approx(2 - 0.5 / 3)
@@ -80,17 +104,21 @@ def test_a_builtin_task_weights_the_reward_only_plugin(env):
 
 def test_their_own_tests_pass_against_the_installed_copies(env, tmp_path):
     tests = [str(EXAMPLES / name / "tests") for name in PACKAGES]
-    _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], env,
-         cwd=tmp_path)  # fmt: skip
+    _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], env, cwd=tmp_path)
 
 
 def test_the_mixture_trains_with_the_builtins(env, tmp_path):
     data = synthesize(tmp_path / "tiny", n_per_task=8, n_val=0, seed=0)
     out = tmp_path / "run"
     overrides = [f"tasks.{i}.data={data[t]}" for i, t in enumerate(("rec", "ovd", "count", "math"))] + [
-        f"output_dir={out}", "optim.max_steps=2", "optim.prompts_per_step=4", "grpo.num_generations=2",
-        "generation.max_completion_length=8", "tasks.4.weight=50", "logging.tensorboard=false",
-    ]  # fmt: skip
+        f"output_dir={out}",
+        "optim.max_steps=2",
+        "optim.prompts_per_step=4",
+        "grpo.num_generations=2",
+        "generation.max_completion_length=8",
+        "tasks.4.weight=50",
+        "logging.tensorboard=false",
+    ]
     _run([*VGRPO, "train", str(MIXTURE), *overrides], env, cwd=tmp_path, timeout=300)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -26,12 +26,23 @@ def data(tmp_path_factory):
 
 
 def _config(data, out, *extra):
-    tasks = ",".join("{task: %s, data: %s}" % (t, p) for t, p in data.items())
-    return load_config(None, [
-        f"output_dir={out}", "grpo.num_generations=2", "optim.prompts_per_step=1", "optim.lr=1e-3",
-        "generation.max_completion_length=4", "logging.tensorboard=false", "checkpoint.every=1",
-        "logging.completions_every=1", "checkpoint.save_total_limit=null", f"tasks=[{tasks}]", *extra,
-    ])  # fmt: skip
+    tasks = ",".join(f"{{task: {t}, data: {p}}}" for t, p in data.items())
+    return load_config(
+        None,
+        [
+            f"output_dir={out}",
+            "grpo.num_generations=2",
+            "optim.prompts_per_step=1",
+            "optim.lr=1e-3",
+            "generation.max_completion_length=4",
+            "logging.tensorboard=false",
+            "checkpoint.every=1",
+            "logging.completions_every=1",
+            "checkpoint.save_total_limit=null",
+            f"tasks=[{tasks}]",
+            *extra,
+        ],
+    )
 
 
 def _rows(out):
@@ -75,7 +86,13 @@ def test_a_checkpoint_with_a_pickle_payload_in_every_file_runs_nothing(two_steps
         Trainer(_config(data, run, "optim.max_steps=3", f"checkpoint.resume={ckpt}")).train()
     # the layout before manifests and JSON: trainer_state.pt and rank-0.pt, read with weights_only=True
     legacy = _copy(two_steps / "checkpoint-1", tmp_path / "legacy" / "checkpoint-1")
-    for name in ("trainer_state.json", "trainer_state.safetensors", "rank-0.json", "rank-0.safetensors", MANIFEST):
+    for name in (
+        "trainer_state.json",
+        "trainer_state.safetensors",
+        "rank-0.json",
+        "rank-0.safetensors",
+        MANIFEST,
+    ):
         (legacy / name).unlink()
     (legacy / "trainer_state.pt").write_bytes(evil)
     (legacy / "rank-0.pt").write_bytes(evil)
@@ -95,7 +112,9 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(two
     Trainer(_config(data, run, "optim.max_steps=3")).train()
     assert _steps(run) == [1, 2, 3]
     for a, b in zip(_rows(straight), _rows(run)):
-        assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+        assert {k: v for k, v in a.items() if k not in TIMING} == {
+            k: v for k, v in b.items() if k not in TIMING
+        }
     completions = [json.loads(x)["step"] for x in (run / "completions.jsonl").read_text().splitlines()]
     assert completions == sorted(completions) and set(completions) == {1, 2, 3}  # step 2 is not there twice
 
@@ -104,8 +123,16 @@ def test_resume_never_into_an_old_run_refuses_and_overwrite_moves_it_aside(two_s
     run = _copy(two_steps, tmp_path / "run")
     with pytest.raises(TrainingError, match="already holds a run"):
         Trainer(_config(data, run, "optim.max_steps=1", "checkpoint.resume=never")).train()
-    Trainer(_config(data, run, "optim.max_steps=1", "checkpoint.resume=never", "checkpoint.overwrite=true",
-                    "checkpoint.save_total_limit=1")).train()  # fmt: skip
+    Trainer(
+        _config(
+            data,
+            run,
+            "optim.max_steps=1",
+            "checkpoint.resume=never",
+            "checkpoint.overwrite=true",
+            "checkpoint.save_total_limit=1",
+        )
+    ).train()
     assert _steps(run) == [1] and sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
     (aside,) = (run / "previous-runs").iterdir()  # the old run, whole: nothing deleted
     assert sorted(p.name for p in aside.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
@@ -117,15 +144,24 @@ def test_pruning_deletes_only_this_runs_checkpoints(two_steps, data, tmp_path):
     other = _copy(two_steps / "checkpoint-2", run / "checkpoint-9")  # another run's, with a higher step
     manifest = json.loads((other / MANIFEST).read_text())
     (other / MANIFEST).write_text(json.dumps({**manifest, "run_id": "someone-else"}))
-    Trainer(_config(data, run, "optim.max_steps=3", f"checkpoint.resume={run / 'checkpoint-2'}",
-                    "checkpoint.save_total_limit=1")).train()  # fmt: skip
+    Trainer(
+        _config(
+            data,
+            run,
+            "optim.max_steps=3",
+            f"checkpoint.resume={run / 'checkpoint-2'}",
+            "checkpoint.save_total_limit=1",
+        )
+    ).train()
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-9"]
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused_and_a_stale_lock_is_taken_over(data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".vgrpo.lock").write_text(json.dumps({"pid": 1, "host": os.uname().nodename, "started": "earlier"}))
+    (run / ".vgrpo.lock").write_text(
+        json.dumps({"pid": 1, "host": os.uname().nodename, "started": "earlier"})
+    )
     with pytest.raises(TrainingError, match="in use by another run .pid 1"):
         Trainer(_config(data, run, "optim.max_steps=1")).train()
     (run / ".vgrpo.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
@@ -136,7 +172,9 @@ def test_a_second_run_on_the_same_output_dir_is_refused_and_a_stale_lock_is_take
 def test_killed_before_the_first_checkpoint_starts_over_with_the_old_files_kept_aside(data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # and a line cut by the kill
+    (run / "metrics.jsonl").write_text(
+        '{"step": 1}\n{"step": 2}\n{"step": 3, "lo'
+    )  # and a line cut by the kill
     Trainer(_config(data, run, "optim.max_steps=2")).train()
     assert _steps(run) == [1, 2]
     (aside,) = (run / "previous-runs").iterdir()
@@ -156,7 +194,9 @@ def test_a_full_disk_says_so_and_leaves_no_partial_checkpoint(data, tmp_path, mo
     assert not list(run.glob(".tmp-checkpoint-*")) and not list(run.glob("checkpoint-*"))
 
 
-def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_others(two_steps, data, tmp_path):
+def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_others(
+    two_steps, data, tmp_path
+):
     run = _copy(two_steps, tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"grpo.num_generations: 2 → 4.*allow_config_change=true"):
         Trainer(_config(data, run, "optim.max_steps=3", "grpo.num_generations=4")).train()
@@ -164,13 +204,22 @@ def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_ot
         reordered = dict(reversed(list(data.items())))
         Trainer(_config(reordered, run, "optim.max_steps=3")).train()
     assert _steps(run) == [1, 2]  # nothing ran
-    Trainer(_config(data, run, "optim.max_steps=3", "optim.lr=2e-3")).train()  # applied: the schedule rescales
+    Trainer(
+        _config(data, run, "optim.max_steps=3", "optim.lr=2e-3")
+    ).train()  # applied: the schedule rescales
     straight = tmp_path / "straight"
     Trainer(_config(data, straight, "optim.max_steps=3")).train()
     assert _rows(run)[2]["lr"] == pytest.approx(2 * _rows(straight)[2]["lr"])
     allowed = _copy(two_steps, tmp_path / "allowed")
-    Trainer(_config(data, allowed, "optim.max_steps=3", "grpo.num_generations=4",
-                    "checkpoint.allow_config_change=true")).train()  # fmt: skip
+    Trainer(
+        _config(
+            data,
+            allowed,
+            "optim.max_steps=3",
+            "grpo.num_generations=4",
+            "checkpoint.allow_config_change=true",
+        )
+    ).train()
     assert _steps(allowed) == [1, 2, 3]
 
 
@@ -223,15 +272,26 @@ def test_a_second_signal_stops_a_reward_hanging_in_process_within_seconds(fake_s
     config = tmp_path / "hangs.yaml"
     config.write_text("seed: 0\n")
     start = time.monotonic()
-    code = main(["train", str(config), f"output_dir={tmp_path / 'run'}", f"tasks=[{{task: acme.hangs, data: {data}}}]",
-                 "rewards.workers=0", "grpo.num_generations=2", "optim.prompts_per_step=1",
-                 "generation.max_completion_length=2", "logging.tensorboard=false"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(config),
+            f"output_dir={tmp_path / 'run'}",
+            f"tasks=[{{task: acme.hangs, data: {data}}}]",
+            "rewards.workers=0",
+            "grpo.num_generations=2",
+            "optim.prompts_per_step=1",
+            "generation.max_completion_length=2",
+            "logging.tensorboard=false",
+        ]
+    )
     assert code == 143 and time.monotonic() - start < 60
     assert not (tmp_path / "run" / ".vgrpo.lock").exists()
 
 
-@pytest.mark.parametrize("override", ["optim.lr=inf", "seed=-1", "optim.betas=[2,2]", "rewards.timeout_s=inf",
-                                      "optim.lr=nan"])  # fmt: skip
+@pytest.mark.parametrize(
+    "override", ["optim.lr=inf", "seed=-1", "optim.betas=[2,2]", "rewards.timeout_s=inf", "optim.lr=nan"]
+)
 def test_config_values_that_cannot_work_are_refused_with_the_key_named(override):
     from vgrpo.errors import ParamsError
 
@@ -257,8 +317,21 @@ def test_when_no_image_of_a_task_opens_the_run_stops_with_a_message(tmp_path):
 
     (tmp_path / "broken.png").write_bytes(b"not a png")
     records = tmp_path / "count.jsonl"
-    records.write_text("".join(json.dumps({"id": str(i), "image": "broken.png", "question": "How many?",
-                                           "solution": 1, "image_size": [8, 8]}) + "\n" for i in range(3)))  # fmt: skip
+    records.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": str(i),
+                    "image": "broken.png",
+                    "question": "How many?",
+                    "solution": 1,
+                    "image_size": [8, 8],
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
     with pytest.raises(DataError, match="could not be used"):
         Trainer(_config({"count": records}, tmp_path / "run", "optim.max_steps=1")).train()
 
@@ -283,7 +356,9 @@ def test_an_image_too_large_to_decode_or_too_thin_is_refused_before_decoding(tmp
 
 def test_a_very_long_question_is_cut_from_the_left_and_counted(data, tmp_path):
     long = tmp_path / "math.jsonl"
-    long.write_text(json.dumps({"id": "0", "question": "blah " * 20000 + "What is 2 + 3?", "solution": "5"}) + "\n")
+    long.write_text(
+        json.dumps({"id": "0", "question": "blah " * 20000 + "What is 2 + 3?", "solution": "5"}) + "\n"
+    )
     run = tmp_path / "run"
     Trainer(_config({"math": long}, run, "optim.max_steps=1", "generation.max_prompt_length=64")).train()
     (row,) = _rows(run)
@@ -301,10 +376,12 @@ def test_data_check_reports_what_training_would_skip_or_cut(tmp_path):
     Image.new("RGB", (2000, 4)).save(tmp_path / "thin.png")
     Image.new("RGB", (9000, 8000)).save(tmp_path / "huge.png")
     Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
-    rows = [{"id": "thin", "image": "thin.png", "question": "How many?", "solution": 1},
-            {"id": "huge", "image": "huge.png", "question": "How many?", "solution": 1},
-            {"id": "long", "image": "ok.png", "question": "word " * 5000, "solution": 1},
-            {"id": "fine", "image": "ok.png", "question": "How many?", "solution": 1}]  # fmt: skip
+    rows = [
+        {"id": "thin", "image": "thin.png", "question": "How many?", "solution": 1},
+        {"id": "huge", "image": "huge.png", "question": "How many?", "solution": 1},
+        {"id": "long", "image": "ok.png", "question": "word " * 5000, "solution": 1},
+        {"id": "fine", "image": "ok.png", "question": "How many?", "solution": 1},
+    ]
     path = tmp_path / "count.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = check_jsonl(path, get_registry().task("count"), decode=True)
@@ -317,10 +394,15 @@ def test_data_check_reports_what_training_would_skip_or_cut(tmp_path):
 def test_data_check_takes_the_task_params_the_config_would_set(tmp_path, capsys):
     from vgrpo.cli import main
 
-    path = tmp_path / "rec.jsonl"  # a box in 0-1000 coordinates of a record with no image to read its size from
+    path = (
+        tmp_path / "rec.jsonl"
+    )  # a box in 0-1000 coordinates of a record with no image to read its size from
     path.write_text(json.dumps({"id": "a", "question": "Where?", "solution": [10, 10, 20, 20]}) + "\n")
     assert main(["data", "check", "--task", "rec", str(path), "--json"]) == 0
     capsys.readouterr()
-    assert main(["data", "check", "--task", "rec", str(path), "--json", "--params", '{"coords": "norm1000"}']) == 1
+    assert (
+        main(["data", "check", "--task", "rec", str(path), "--json", "--params", '{"coords": "norm1000"}'])
+        == 1
+    )
     assert json.loads(capsys.readouterr().out)["problems"]
     assert main(["data", "check", "--task", "rec", str(path), "--params", '{"coords": "degrees"}']) == 2

@@ -42,7 +42,9 @@ def _rows(out):
 def test_a_kill_loop_ends_with_the_metrics_of_an_uninterrupted_run(fake_site, letters_task_source, tmp_path):
     fake_site.add("acme-letter", source=letters_task_source)
     data = tmp_path / "letter.jsonl"
-    data.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
+    data.write_text(
+        "".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8))
+    )
     config = tmp_path / "letters.yaml"
     config.write_text(
         f"tasks: [{{task: acme.letters, data: {data}}}]\n"

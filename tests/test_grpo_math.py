@@ -52,19 +52,34 @@ def test_loss_and_gradients_match_trl(loss_type, level, beta, trl_trainer):
 
     ours_logps = base.clone().requires_grad_(True)
     ours = grpo_loss(
-        ours_logps, old, adv, mask, loss_type=loss_type, epsilon=eps, epsilon_high=eps_high, beta=beta,
-        ref_logps=ref, importance_sampling_level=level, max_completion_length=max_len,
-    )  # fmt: skip
+        ours_logps,
+        old,
+        adv,
+        mask,
+        loss_type=loss_type,
+        epsilon=eps,
+        epsilon_high=eps_high,
+        beta=beta,
+        ref_logps=ref,
+        importance_sampling_level=level,
+        max_completion_length=max_len,
+    )
     ours.loss.backward()
 
     trl_logps = base.clone().requires_grad_(True)
     inputs = {
-        "prompt_ids": torch.zeros(b, 1, dtype=torch.long), "prompt_mask": torch.ones(b, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(b, t, dtype=torch.long), "completion_mask": mask,
-        "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum(),
-    }  # fmt: skip
-    fake = trl_trainer(trl_logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level,
-                         max_len=max_len)  # fmt: skip
+        "prompt_ids": torch.zeros(b, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(b, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(b, t, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum(),
+    }
+    fake = trl_trainer(
+        trl_logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level, max_len=max_len
+    )
     trl_loss = GRPOTrainer._compute_loss(fake, None, inputs)
     trl_loss.backward()
 

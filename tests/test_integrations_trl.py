@@ -250,8 +250,9 @@ def test_the_pages_example_trains_a_vgrpo_checkpoint_in_trl_as_it_stands(tmp_pat
 
     [snippet] = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.DOTALL)
     monkeypatch.chdir(tmp_path)
-    data = synthesize(tmp_path / "data" / "tiny", n_per_task=2, n_val=0, tasks=["rec", "count"],
-                      image_size=64)
+    data = synthesize(
+        tmp_path / "data" / "tiny", n_per_task=2, n_val=0, tasks=["rec", "count"], image_size=64
+    )
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "model: {name_or_path: tiny}\n"
@@ -278,8 +279,14 @@ def test_the_pages_example_trains_a_vgrpo_checkpoint_in_trl_as_it_stands(tmp_pat
         model="runs/tiny/checkpoint-30",
         reward_funcs=namespace["funcs"],
         train_dataset=namespace["trainer"].train_dataset,
-        args=GRPOConfig(output_dir="runs/trl2", per_device_train_batch_size=2, num_generations=2,
-                        max_steps=1, report_to=[], use_cpu=True),  # fmt: skip
+        args=GRPOConfig(
+            output_dir="runs/trl2",
+            per_device_train_batch_size=2,
+            num_generations=2,
+            max_steps=1,
+            report_to=[],
+            use_cpu=True,
+        ),
     )
     assert type(by_path.processing_class) is type(AutoProcessor.from_pretrained("runs/tiny/checkpoint-30"))
     assert hasattr(by_path.processing_class, "image_processor")

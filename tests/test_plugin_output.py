@@ -8,7 +8,7 @@ import pytest
 
 from vgrpo.cli import main
 
-PRINTING = '''
+PRINTING = """
 import vgrpo
 print("NOISE at import")
 
@@ -39,7 +39,7 @@ class Loud(vgrpo.Task):
 def vgrpo_tasks():
     print("NOISE in a hook")
     return [Loud()]
-'''
+"""
 
 
 @pytest.fixture
@@ -50,8 +50,10 @@ def loud(fake_site, tmp_path):
     return data
 
 
-@pytest.mark.parametrize("command", [["plugins", "--json"], ["env", "--json"], ["tasks", "--json"],
-                                     ["tasks", "show", "acme.loud", "--json"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [["plugins", "--json"], ["env", "--json"], ["tasks", "--json"], ["tasks", "show", "acme.loud", "--json"]],
+)
 def test_json_commands_stay_valid_json(loud, capsys, command):
     assert main(command) == 0
     out, err = capsys.readouterr()
@@ -64,8 +66,12 @@ def test_data_check_json_and_score_jsonl_stay_valid(loud, capsys, tmp_path):
     out, _ = capsys.readouterr()
     assert json.loads(out)["problems"] == []
     cases = tmp_path / "cases.jsonl"
-    cases.write_text("".join(json.dumps({"completion": c, "solution": "hi"}) + "\n"
-                             for c in ["<think>.</think><answer>hi</answer>", "no"]))  # fmt: skip
+    cases.write_text(
+        "".join(
+            json.dumps({"completion": c, "solution": "hi"}) + "\n"
+            for c in ["<think>.</think><answer>hi</answer>", "no"]
+        )
+    )
     assert main(["score", "acme.loud", str(cases)]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
@@ -94,4 +100,7 @@ def test_evaluation_reports_a_metric_that_raises_and_goes_on(caplog):
     done = {("acme.broken", "a", 0, "null", 8): {"parsed": None, "error": "parse raised ValueError: x"}}
     metrics = _split_metrics(split, done, 1, None, 8, [])
     assert math.isnan(metrics["accuracy"]) and metrics["unparsed"] == 1.0
-    assert "metric raised ZeroDivisionError: metric bug" in caplog.text and "parser raised on 1 of 1" in caplog.text
+    assert (
+        "metric raised ZeroDivisionError: metric bug" in caplog.text
+        and "parser raised on 1 of 1" in caplog.text
+    )

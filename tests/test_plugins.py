@@ -16,7 +16,12 @@ def test_a_good_plugin_is_listed_with_distribution_and_version(fake_site):
     reg = load_plugins(path=[str(fake_site.root)])
     assert reg.errors == []
     [info] = reg.plugins
-    assert (info.name, info.distribution, info.version, info.tasks) == ("acme-echo", "acme-echo", "1.0.0", ["acme.echo"])
+    assert (info.name, info.distribution, info.version, info.tasks) == (
+        "acme-echo",
+        "acme-echo",
+        "1.0.0",
+        ["acme.echo"],
+    )
     task = reg.task("acme.echo")
     [s] = vgrpo.score(task, ["<think>a</think><answer>hi</answer>"], [vgrpo.Sample(id="1", solution="hi")])
     assert s.rewards == {"accuracy": 1.0, "format": 1.0} and s.reward == 2.0
@@ -68,7 +73,7 @@ REWARD_PLUGIN = (
     "import vgrpo\n"
     "@vgrpo.reward('acme.length')\n"
     "def length(completion):\n"
-    "    \"\"\"1.0 for an empty completion.\"\"\"\n"
+    '    """1.0 for an empty completion."""\n'
     "    return float(not completion)\n"
     "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [length]\n"
 )
@@ -111,7 +116,8 @@ def test_the_same_reward_name_from_two_distributions_is_reported_like_a_task_con
     doc = json.loads(capsys.readouterr().out)
     rows = [e for e in doc["errors"] if "acme.length" in e["error"]]
     assert [(e["entry_point"], e["distribution"]) for e in rows] == [
-        ("acme-brevity", "acme-brevity"), ("acme-rewards", "acme-rewards")
+        ("acme-brevity", "acme-brevity"),
+        ("acme-rewards", "acme-rewards"),
     ]
     assert cli.main(["score", "acme.echo", "--weights", '{"accuracy": 1, "acme.length": 0.5}']) == 1
     err = " ".join(capsys.readouterr().err.split())
@@ -167,21 +173,31 @@ def test_misspelled_and_unmarked_hooks_are_reported(fake_site):
     fake_site.add("acme-unmarked", source="def vgrpo_rewards():\n    return []\n")
     reg = load_plugins(path=[str(fake_site.root)])
     errors = {e.entry_point: e.error for e in reg.errors}
-    assert "unknown hook 'vgrpo_task'" in errors["acme-typo"] and "did you mean 'vgrpo_tasks'" in errors["acme-typo"]
+    assert (
+        "unknown hook 'vgrpo_task'" in errors["acme-typo"]
+        and "did you mean 'vgrpo_tasks'" in errors["acme-typo"]
+    )
     assert "not marked with @vgrpo.hookimpl" in errors["acme-unmarked"]
     assert reg.plugins == []
 
 
 def test_a_hook_with_arguments_outside_the_spec_is_reported(fake_site):
-    fake_site.add("acme-args", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks(config):\n    return []\n")
+    fake_site.add(
+        "acme-args", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks(config):\n    return []\n"
+    )
     reg = load_plugins(path=[str(fake_site.root)])
     [err] = reg.errors
     assert "config" in err.error
 
 
 def test_hooks_that_raise_or_return_junk_are_reported(fake_site):
-    fake_site.add("acme-raises", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks():\n    raise ValueError('x')\n")
-    fake_site.add("acme-junk", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return ['not a reward']\n")
+    fake_site.add(
+        "acme-raises", source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_tasks():\n    raise ValueError('x')\n"
+    )
+    fake_site.add(
+        "acme-junk",
+        source="import vgrpo\n@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return ['not a reward']\n",
+    )
     reg = load_plugins(path=[str(fake_site.root)])
     errors = {e.entry_point: e.error for e in reg.errors}
     assert "raised ValueError" in errors["acme-raises"]
@@ -263,9 +279,13 @@ def test_marked_hooks_with_any_misspelling_are_reported(fake_site):
 
 def test_a_reward_conflict_does_not_hide_a_task_of_the_same_name(fake_site):
     reward = "@vgrpo.reward('acme.x')\ndef r(completion):\n    return 0.0\n"
-    first = fake_site.task_source("acme.x") + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n"
+    first = (
+        fake_site.task_source("acme.x") + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n"
+    )
     fake_site.add("acme-h", source=first)
-    fake_site.add("acme-i", source="import vgrpo\n" + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n")
+    fake_site.add(
+        "acme-i", source="import vgrpo\n" + reward + "@vgrpo.hookimpl\ndef vgrpo_rewards():\n    return [r]\n"
+    )
     reg = load_plugins(path=[str(fake_site.root)])
     rows = {p.name: p for p in reg.plugins}
     assert rows["acme-h"].tasks == ["acme.x"] and rows["acme-h"].rewards == []

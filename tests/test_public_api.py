@@ -3,12 +3,37 @@
 import vgrpo
 
 PUBLIC = {
-    "CheckpointError", "DataError", "MissingPluginsError", "ModelAdapter", "NameConflictError", "ParamsError", "PluginError", "PluginLoadError",
-    "PluginRegistry", "PromptTemplate", "Reward", "RewardFailure", "Sample", "Score", "Task", "TaskParams", "TrainingError",
-    "UnknownNameError", "VgrpoError", "__version__", "extract_answer", "format_reward",
-    "get_registry", "hookimpl", "is_well_formatted", "load_jsonl", "load_plugins", "reward", "score",
+    "CheckpointError",
+    "DataError",
+    "MissingPluginsError",
+    "ModelAdapter",
+    "NameConflictError",
+    "ParamsError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginRegistry",
+    "PromptTemplate",
+    "Reward",
+    "RewardFailure",
+    "Sample",
+    "Score",
+    "Task",
+    "TaskParams",
+    "TrainingError",
+    "UnknownNameError",
+    "VgrpoError",
+    "__version__",
+    "extract_answer",
+    "format_reward",
+    "get_registry",
+    "hookimpl",
+    "is_well_formatted",
+    "load_jsonl",
+    "load_plugins",
+    "reward",
+    "score",
     "strip_code_fence",
-}  # fmt: skip
+}
 
 
 def test_public_names_are_pinned():

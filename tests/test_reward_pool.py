@@ -163,17 +163,27 @@ def test_a_timeout_ends_the_processes_a_reward_started_and_a_ctrl_c_never_reache
     task, pool = slow
     pid_file = tmp_path / "child.pid"
     failures: Counter[str] = Counter()
-    (hung,) = pool.score(task, [f"<answer>spawn {pid_file}</answer>"], _samples(1), task.params(), {"accuracy": 1},
-                         failures=failures)  # fmt: skip
+    (hung,) = pool.score(
+        task,
+        [f"<answer>spawn {pid_file}</answer>"],
+        _samples(1),
+        task.params(),
+        {"accuracy": 1},
+        failures=failures,
+    )
     assert failures["accuracy/timeout"] == 1 and hung.reward == -1.0
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 5
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child)  # killed with the worker's process group
-    ok = pool.score(task, ["<answer>a</answer>"], _samples(1), task.params(), {"accuracy": 1})  # a fresh worker
+    ok = pool.score(
+        task, ["<answer>a</answer>"], _samples(1), task.params(), {"accuracy": 1}
+    )  # a fresh worker
     worker = next(w for w in pool._free if w.proc is not None)
-    assert os.getpgid(worker.proc.pid) != os.getpgid(0)  # its own group: a terminal's Ctrl-C goes to ours only
+    assert os.getpgid(worker.proc.pid) != os.getpgid(
+        0
+    )  # its own group: a terminal's Ctrl-C goes to ours only
     os.kill(worker.proc.pid, signal.SIGINT)  # and even sent to it directly, SIGINT is ignored
     again = pool.score(task, ["<answer>a</answer>"], _samples(1), task.params(), {"accuracy": 1})
     assert worker.proc is not None and worker.proc.poll() is None

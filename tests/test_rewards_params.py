@@ -137,8 +137,16 @@ def test_params_set_in_a_mixture_change_the_values_in_process_and_in_reward_work
 
     def rollout(pool=None):
         failures: Counter[str] = Counter()
-        scored = score_rollout([entry], [0, 0], [COMPLETION] * 2, [SAMPLE] * 2, [6.0, 6.0],
-                               plugin_rewards=registry.rewards, pool=pool, failures=failures)  # fmt: skip
+        scored = score_rollout(
+            [entry],
+            [0, 0],
+            [COMPLETION] * 2,
+            [SAMPLE] * 2,
+            [6.0, 6.0],
+            plugin_rewards=registry.rewards,
+            pool=pool,
+            failures=failures,
+        )
         assert not failures, failures
         return scored
 
@@ -156,15 +164,23 @@ def test_params_set_in_a_mixture_change_the_values_in_process_and_in_reward_work
         pool.close()
     assert worker.rewards == pytest.approx(expected) and not worker.errors
     # the defaults (max_words 100, word "bye") when no params are given
-    [plain] = score(entry.task, [COMPLETION], [SAMPLE], weights={"acme.words": 1, "acme.says": 1},
-                    plugin_rewards=registry.rewards)  # fmt: skip
+    [plain] = score(
+        entry.task,
+        [COMPLETION],
+        [SAMPLE],
+        weights={"acme.words": 1, "acme.says": 1},
+        plugin_rewards=registry.rewards,
+    )
     assert plain.rewards["acme.words"] == 0.0 and plain.rewards["acme.says"] == 0.0
 
 
 def test_the_plain_number_form_still_means_the_weight(registry, tmp_path):
     config = _config(tmp_path, {"accuracy": 2, "format": 0.5, "acme.words": 1})
-    assert yaml.safe_load(dump_config(config))["tasks"][0]["rewards"] == {"accuracy": 2.0, "format": 0.5,
-                                                                          "acme.words": 1.0}  # fmt: skip
+    assert yaml.safe_load(dump_config(config))["tasks"][0]["rewards"] == {
+        "accuracy": 2.0,
+        "format": 0.5,
+        "acme.words": 1.0,
+    }
     [entry] = build_mixture(config, registry)
     assert entry.weights == {"accuracy": 2.0, "format": 0.5, "acme.words": 1.0} and entry.weights.params == {}
     [s] = score(
@@ -180,17 +196,25 @@ def test_the_plain_number_form_still_means_the_weight(registry, tmp_path):
 @pytest.mark.parametrize(
     "rewards, message",
     [
-        ({"acme.words": {"weight": 1, "params": {"max_words": "many"}}},
-         r"^tasks\[0\]\.rewards\.acme\.words\.params\.max_words: Input should be a valid integer.*"
-         r"Valid params of reward 'acme\.words': max_words \(default 100\)$"),
-        ({"acme.words": {"weight": 1, "params": {"max_words": 0}}},
-         r"tasks\[0\]\.rewards\.acme\.words\.params\.max_words: Input should be greater than 0"),
-        ({"acme.words": {"weight": 1, "params": {"max_wrds": 3}}},
-         r"tasks\[0\]\.rewards\.acme\.words\.params\.max_wrds: unknown param \(did you mean 'max_words'\?\)"),
-        ({"accuracy": {"weight": 1, "params": {"limit": 3}}},
-         r"tasks\[0\]\.rewards\.accuracy\.params: reward 'accuracy' takes no params"),
+        (
+            {"acme.words": {"weight": 1, "params": {"max_words": "many"}}},
+            r"^tasks\[0\]\.rewards\.acme\.words\.params\.max_words: Input should be a valid integer.*"
+            r"Valid params of reward 'acme\.words': max_words \(default 100\)$",
+        ),
+        (
+            {"acme.words": {"weight": 1, "params": {"max_words": 0}}},
+            r"tasks\[0\]\.rewards\.acme\.words\.params\.max_words: Input should be greater than 0",
+        ),
+        (
+            {"acme.words": {"weight": 1, "params": {"max_wrds": 3}}},
+            r"tasks\[0\]\.rewards\.acme\.words\.params\.max_wrds: unknown param \(did you mean 'max_words'\?\)",
+        ),
+        (
+            {"accuracy": {"weight": 1, "params": {"limit": 3}}},
+            r"tasks\[0\]\.rewards\.accuracy\.params: reward 'accuracy' takes no params",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_params_fail_when_the_mixture_is_built_naming_the_key(registry, tmp_path, rewards, message):
     with pytest.raises(ParamsError, match=message):
         build_mixture(_config(tmp_path, rewards), registry)
@@ -199,16 +223,22 @@ def test_bad_params_fail_when_the_mixture_is_built_naming_the_key(registry, tmp_
 @pytest.mark.parametrize(
     "rewards, message",
     [
-        ("{acme.words: {weight: 1, parms: {max_words: 3}}}",
-         r"tasks\.0\.rewards: .*acme\.words\.parms: unknown key \(did you mean 'params'\?\)"),
+        (
+            "{acme.words: {weight: 1, parms: {max_words: 3}}}",
+            r"tasks\.0\.rewards: .*acme\.words\.parms: unknown key \(did you mean 'params'\?\)",
+        ),
         ("{acme.words: {params: {max_words: 3}}}", r"tasks\.0\.rewards: .*acme\.words\.weight: required"),
         ("{acme.words: {weight: .nan}}", r"acme\.words\.weight: expected a finite number as the weight"),
-        ("{acme.words: {weight: 1, params: [3]}}",
-         r"tasks\.0\.rewards: .*acme\.words\.params: expected a mapping"),
-        ("{accuracy: lots}",
-         r"tasks\.0\.rewards: .*accuracy: expected a finite number as the weight, got 'lots'"),
+        (
+            "{acme.words: {weight: 1, params: [3]}}",
+            r"tasks\.0\.rewards: .*acme\.words\.params: expected a mapping",
+        ),
+        (
+            "{accuracy: lots}",
+            r"tasks\.0\.rewards: .*accuracy: expected a finite number as the weight, got 'lots'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_shape_fails_when_the_config_loads(tmp_path, rewards, message):
     path = tmp_path / "run.yaml"
     path.write_text(f"tasks:\n  - task: count\n    data: x.jsonl\n    rewards: {rewards}\n")
@@ -318,8 +348,12 @@ def test_the_reward_pages_params_section_runs(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_penalties.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout, result.stdout
 

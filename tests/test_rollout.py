@@ -23,9 +23,9 @@ def rollout():
     adapter = Qwen25VLAdapter()
     model, processor = adapter.load("tiny")
     model.eval()
-    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Find it."}]}]] * 3 + [
-        [{"role": "user", "content": [{"type": "text", "text": "2 + 3?"}]}]
-    ] * 3
+    messages = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Find it."}]}]
+    ] * 3 + [[{"role": "user", "content": [{"type": "text", "text": "2 + 3?"}]}]] * 3
     images = [[Image.new("RGB", (224, 224), "blue")]] * 3 + [[]] * 3
     inputs = adapter.encode(processor, messages, images)
     torch.manual_seed(0)
@@ -51,7 +51,9 @@ def test_logprobs_equal_log_softmax_of_the_models_own_logits(rollout, impl):
         mm = torch.cat([r.inputs["mm_token_type_ids"], torch.zeros_like(r.completion_ids)], 1)
         logits = model(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm, **extra).logits
         p = r.inputs["input_ids"].size(1)
-        ref = torch.log_softmax(logits[:, p - 1 : -1].float() / 0.7, -1).gather(-1, r.completion_ids.unsqueeze(-1))
+        ref = torch.log_softmax(logits[:, p - 1 : -1].float() / 0.7, -1).gather(
+            -1, r.completion_ids.unsqueeze(-1)
+        )
     torch.testing.assert_close(ours, ref.squeeze(-1) * r.completion_mask, atol=1e-5, rtol=1e-5)
 
 
@@ -102,7 +104,10 @@ def test_seeded_sampling_does_not_depend_on_the_other_rows_of_the_batch():
     from vgrpo.rollout import SeededSampling
 
     together = SeededSampling(list(range(10, 26)), temperature=0.9)
-    halves = SeededSampling(list(range(10, 18)), temperature=0.9), SeededSampling(list(range(18, 26)), temperature=0.9)
+    halves = (
+        SeededSampling(list(range(10, 18)), temperature=0.9),
+        SeededSampling(list(range(18, 26)), temperature=0.9),
+    )
     torch.manual_seed(0)
     for _ in range(SeededSampling.BLOCK + 5):  # past one block of drawn numbers
         scores = torch.randn(16, 50)
@@ -128,8 +133,14 @@ def test_sampling_ignores_a_repetition_penalty_from_the_generation_config(monkey
 
     monkeypatch.setattr(SeededSampling, "__call__", spy)
     inputs = processor.tokenizer(["hello"], return_tensors="pt")
-    sample(model, processor, dict(inputs), GenerationConfig(max_completion_length=6), eos_token_ids(model, processor),
-           seeds=[3])  # fmt: skip
+    sample(
+        model,
+        processor,
+        dict(inputs),
+        GenerationConfig(max_completion_length=6),
+        eos_token_ids(model, processor),
+        seeds=[3],
+    )
     for ids, scores in seen:
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()

@@ -23,14 +23,23 @@ from vgrpo.testing import check_reward, check_task
 def test_names_derived_from_a_dotted_name():
     names = plugin_names("acme.chart_qa")
     assert (names.distribution, names.package, names.entry_point, names.cls, names.func) == (
-        "vgrpo-acme-chart-qa", "acme_chart_qa", "acme-chart-qa", "ChartQa", "chart_qa",
-    )  # fmt: skip
+        "vgrpo-acme-chart-qa",
+        "acme_chart_qa",
+        "acme-chart-qa",
+        "ChartQa",
+        "chart_qa",
+    )
     assert plugin_names("acme.vision.ocr2").distribution == "vgrpo-acme-vision-ocr2"
     assert plugin_names("acme.max").func == "max_reward"  # never shadows a builtin
     # nor a name the generated modules use, and is never taken for a test
-    assert [plugin_names(f"acme.{last}").func for last in ("json", "pytest", "check_reward", "vgrpo_rewards")] == [
-        "json_reward", "pytest_reward", "check_reward_reward", "vgrpo_rewards_reward",
-    ]  # fmt: skip
+    assert [
+        plugin_names(f"acme.{last}").func for last in ("json", "pytest", "check_reward", "vgrpo_rewards")
+    ] == [
+        "json_reward",
+        "pytest_reward",
+        "check_reward_reward",
+        "vgrpo_rewards_reward",
+    ]
     assert plugin_names("acme.test_values").func == "reward_test_values"
 
 
@@ -40,9 +49,24 @@ def test_reward_names_that_collide_with_the_generated_modules_still_pass_their_t
     folder = tmp_path / plugin_names(name).distribution
     env = {**os.environ, "PYTHONPATH": str(folder)}
     tests = str(folder / "tests")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests,
-                             "-k", "not test_plugin_is_installed"],  # not pip-installed here
-                            env=env, cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            tests,
+            "-k",
+            "not test_plugin_is_installed",
+        ],  # not pip-installed here
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b[5-9] passed\b", result.stdout) and "warning" not in result.stdout, result.stdout
 
@@ -95,10 +119,22 @@ def test_cli_new_plugin(tmp_path, capsys):
 
 def _install(folder: Path, site: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(folder)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("reward_only", [False, True], ids=["task", "reward-only"])
@@ -110,30 +146,55 @@ def test_scaffold_round_trip(tmp_path, monkeypatch, reward_only):
     folder = tmp_path / "src" / names.distribution
     rel = sorted(str(p.relative_to(folder)) for p in written)
     module = "rewards" if reward_only else "task"
-    assert rel == sorted([
-        "pyproject.toml", "README.md", f"{names.package}/__init__.py", f"{names.package}/{module}.py",
-        f"tests/test_{names.package}.py", "data/sample.jsonl",
-        "data/images/shape-0.png", "data/images/shape-1.png", "data/images/shape-2.png",
-    ])  # fmt: skip
+    assert rel == sorted(
+        [
+            "pyproject.toml",
+            "README.md",
+            f"{names.package}/__init__.py",
+            f"{names.package}/{module}.py",
+            f"tests/test_{names.package}.py",
+            "data/sample.jsonl",
+            "data/images/shape-0.png",
+            "data/images/shape-1.png",
+            "data/images/shape-2.png",
+        ]
+    )
     assert (folder / "data/images/shape-0.png").read_bytes().startswith(b"\x89PNG")
 
     site = tmp_path / "site"
     _install(folder, site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("VGRPO_STRICT_PLUGINS", None)
-    listing = subprocess.run([sys.executable, "-m", "vgrpo.cli", "plugins", "--json"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    listing = subprocess.run(
+        [sys.executable, "-m", "vgrpo.cli", "plugins", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [p for p in json.loads(listing)["plugins"] if p["distribution"] == names.distribution]
-    assert rows == [{
-        "name": names.entry_point, "distribution": names.distribution, "version": "0.1.0",
-        "tasks": [] if reward_only else [name], "rewards": [name] if reward_only else [],
-        "model_adapters": [],
-    }]  # fmt: skip
+    assert rows == [
+        {
+            "name": names.entry_point,
+            "distribution": names.distribution,
+            "version": "0.1.0",
+            "tasks": [] if reward_only else [name],
+            "rewards": [name] if reward_only else [],
+            "model_adapters": [],
+        }
+    ]
 
     # its own tests pass against the installed copy (vgrpo's pytest plugin provides the fixtures)
     tests = str(folder / "tests")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b[5-9] passed\b", result.stdout), result.stdout
 

@@ -150,8 +150,10 @@ class Pick(Toy):
 
 
 def test_a_parser_that_declares_sample_gets_the_record_and_the_two_argument_form_still_works():
-    samples = [vgrpo.Sample(id="a", extra={"classes": ["circle", "square"]}),
-               vgrpo.Sample(id="b", extra={"classes": ["cat", "dog", "cow"]})]  # fmt: skip
+    samples = [
+        vgrpo.Sample(id="a", extra={"classes": ["circle", "square"]}),
+        vgrpo.Sample(id="b", extra={"classes": ["cat", "dog", "cow"]}),
+    ]
     assert [s.parsed for s in vgrpo.score(Pick(), ["2", "3"], samples)] == ["square", "cow"]
     assert [s.parsed for s in vgrpo.score(Toy(), ["2", "3"], samples)] == ["2", "3"]
     assert vgrpo.scoring.safe_parse(Pick(), "1", Pick().params()) == (None, None)  # no sample: None is passed

@@ -76,7 +76,13 @@ def test_load_jsonl_resolves_images_and_keeps_extras(tmp_path):
     f = write(
         tmp_path / "d.jsonl",
         [
-            {"id": 7, "image": "img/a.png", "question": "q", "solution": [0, 0, 1, 1], "image_size": [640, 480]},
+            {
+                "id": 7,
+                "image": "img/a.png",
+                "question": "q",
+                "solution": [0, 0, 1, 1],
+                "image_size": [640, 480],
+            },
             "",
             {"image": ["x.png", "y.png"], "solution": [1, 2, 3, 4], "difficulty": "hard"},
             {"question": "text only", "solution": [1, 2, 3, 4]},
@@ -182,11 +188,19 @@ def test_scalar_fields_render_exactly_as_str_format(user, extra):
 @pytest.mark.parametrize(
     "user, extra, fragment",
     [
-        ("{classes:>10}", {"classes": ["a"]}, "{classes:>10}, an unknown form for a list; expected one of "
-                                               "{classes}, {classes:numbered}, {classes:lines}, {classes:json}"),
-        ("{classes:numbered}", {"classes": "circle"}, "{classes:numbered}, which expects a list or a dict, got str"),
+        (
+            "{classes:>10}",
+            {"classes": ["a"]},
+            "{classes:>10}, an unknown form for a list; expected one of "
+            "{classes}, {classes:numbered}, {classes:lines}, {classes:json}",
+        ),
+        (
+            "{classes:numbered}",
+            {"classes": "circle"},
+            "{classes:numbered}, which expects a list or a dict, got str",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_form_that_does_not_fit_the_value_is_a_data_error_naming_the_field(user, extra, fragment):
     with pytest.raises(vgrpo.DataError) as info:
         render_text(user, **extra)
@@ -257,8 +271,9 @@ def test_loading_checks_every_record_whole_and_names_file_and_line(tmp_path):
         load_jsonl(f, CheckedShapes())
     err = info.value
     assert (err.line, err.field) == (2, None)
-    assert str(err) == (f"{f}:2: expected the solution to be one of ['circle', 'square'], got 'star' "
-                        "(task 'checked_shapes')")  # fmt: skip
+    assert str(err) == (
+        f"{f}:2: expected the solution to be one of ['circle', 'square'], got 'star' (task 'checked_shapes')"
+    )
 
 
 def test_check_record_gets_the_params_and_a_plugin_bug_is_reported_as_the_record_problem(tmp_path):
@@ -291,7 +306,9 @@ def test_check_task_runs_the_tasks_check_record_on_its_examples():
         def metric(self, predictions, samples, params):
             return {"accuracy": 1.0}
 
-    with pytest.raises(AssertionError, match="check_record refuses a record.*expected the solution to be one"):
+    with pytest.raises(
+        AssertionError, match="check_record refuses a record.*expected the solution to be one"
+    ):
         check_task(Cls, fuzz=5)
 
 

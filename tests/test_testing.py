@@ -306,8 +306,12 @@ def test_every_violation_is_listed_not_just_the_first():
             return {"accuracy": 0.0}
 
     text = violations(Broken())
-    for expected in ("template: the prompt does not render", "parse() raised RuntimeError",
-                     "reward 'accuracy' went outside", "'accuracy' is not at its best"):  # fmt: skip
+    for expected in (
+        "template: the prompt does not render",
+        "parse() raised RuntimeError",
+        "reward 'accuracy' went outside",
+        "'accuracy' is not at its best",
+    ):
         assert expected in text
     assert text.startswith("task 'test.echo' breaks the vgrpo contract (")
 
@@ -434,8 +438,10 @@ def test_call_reward_fails_where_vgrpo_would_replace_the_value():
 def test_the_pytest_plugin_is_registered_and_imports_nothing_heavy():
     eps = [ep for ep in md.entry_points(group="pytest11") if ep.name == "vgrpo"]
     assert [ep.value for ep in eps] == ["vgrpo.testing.pytest_plugin"]
-    code = "import sys, vgrpo.testing.pytest_plugin; print(sorted(m for m in ('torch', 'transformers', " \
-           "'vgrpo_rec', 'vgrpo_math') if m in sys.modules))"  # fmt: skip
+    code = (
+        "import sys, vgrpo.testing.pytest_plugin; print(sorted(m for m in ('torch', 'transformers', "
+        "'vgrpo_rec', 'vgrpo_math') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
 
@@ -454,18 +460,26 @@ def test_score_completions_fixture_scores_with_an_installed_task(score_completio
 def test_a_broken_plugin_does_not_break_a_pytest_session(fake_site, tmp_path):
     fake_site.add("vgrpo-broken", source="raise RuntimeError('broken at import')")
     test_file = tmp_path / "test_user.py"
-    test_file.write_text(textwrap.dedent("""
+    test_file.write_text(
+        textwrap.dedent("""
         def test_unrelated():
             assert 1 + 1 == 2
 
         def test_registry_lists_the_problem(vgrpo_registry):
             assert [e.distribution for e in vgrpo_registry.errors] == ["vgrpo-broken"]
             assert "count" in vgrpo_registry.tasks
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(fake_site.root)}
     env.pop("VGRPO_STRICT_PLUGINS", None)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
 

@@ -27,17 +27,28 @@ def with_letter(fake_site, tmp_path, data, letters_task_source):
     """The built-ins plus a task whose reward a random model can already earn (so losses are non-zero)."""
     fake_site.add("acme-letter", source=letters_task_source)
     path = tmp_path / "letter.jsonl"
-    path.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
+    path.write_text(
+        "".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8))
+    )
     return load_plugins(), {**data, "acme.letters": path}
 
 
 def _config(data, out, *extra):
-    tasks = ",".join("{task: %s, data: %s}" % (t, p) for t, p in data.items())
-    return load_config(None, [
-        f"output_dir={out}", "grpo.num_generations=2", "optim.prompts_per_step=2", "optim.lr=1e-3",
-        "generation.max_completion_length=8", "logging.tensorboard=false", "checkpoint.every=2",
-        f"tasks=[{tasks}]", *extra,
-    ])  # fmt: skip
+    tasks = ",".join(f"{{task: {t}, data: {p}}}" for t, p in data.items())
+    return load_config(
+        None,
+        [
+            f"output_dir={out}",
+            "grpo.num_generations=2",
+            "optim.prompts_per_step=2",
+            "optim.lr=1e-3",
+            "generation.max_completion_length=8",
+            "logging.tensorboard=false",
+            "checkpoint.every=2",
+            f"tasks=[{tasks}]",
+            *extra,
+        ],
+    )
 
 
 def _rows(out):
@@ -46,14 +57,30 @@ def _rows(out):
 
 def test_a_run_writes_metrics_checkpoints_and_the_resolved_config(data, tmp_path):
     out = tmp_path / "run"
-    Trainer(_config(data, out, "optim.max_steps=3", "checkpoint.save_total_limit=1", "logging.completions_every=1")).train()
+    Trainer(
+        _config(
+            data, out, "optim.max_steps=3", "checkpoint.save_total_limit=1", "logging.completions_every=1"
+        )
+    ).train()
     rows = _rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
-    required = {"step", "loss", "reward", "kl", "clip_ratio", "grad_norm", "lr", "completion_length", "step_time_s",
-                "tokens_per_s"}  # fmt: skip
+    required = {
+        "step",
+        "loss",
+        "reward",
+        "kl",
+        "clip_ratio",
+        "grad_norm",
+        "lr",
+        "completion_length",
+        "step_time_s",
+        "tokens_per_s",
+    }
     assert all(required <= set(r) for r in rows)
     task_keys = {k for r in rows for k in r if k.startswith("tasks/")}
-    assert any(k.endswith("/parse_rate") for k in task_keys) and any(k.endswith("/completion_length") for k in task_keys)
+    assert any(k.endswith("/parse_rate") for k in task_keys) and any(
+        k.endswith("/completion_length") for k in task_keys
+    )
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]  # save_total_limit=1
     ckpt = out / "checkpoint-3"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.json").exists()
@@ -79,28 +106,43 @@ def test_interrupted_and_resumed_run_logs_the_same_metrics(with_letter, tmp_path
     Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", kl), registry).train()
     assert [r["step"] for r in _rows(resumed)] == [1, 2] and (resumed / "checkpoint-2").exists()
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    Trainer(_config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", "checkpoint.resume=auto", kl),
-            registry).train()  # fmt: skip
+    Trainer(
+        _config(data, resumed, "optim.max_steps=4", "checkpoint.every=3", "checkpoint.resume=auto", kl),
+        registry,
+    ).train()
     a, b = _rows(straight), _rows(resumed)
     assert any(r["grad_norm"] > 0 for r in a)  # the comparison is of real training, not of zeros
     assert a[-1]["kl"] > 0
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
-        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
-
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {
+            k: v for k, v in rb.items() if k not in TIMING
+        }
 
 
 def test_a_learnable_reward_rises(fake_site, tmp_path, letters_task_source):
     fake_site.add("acme-letter", source=letters_task_source)
     registry = load_plugins(path=[str(fake_site.root)])
     data = tmp_path / "a.jsonl"
-    data.write_text("".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8)))
+    data.write_text(
+        "".join(json.dumps({"id": str(i), "question": "Say a", "solution": "a"}) + "\n" for i in range(8))
+    )
     out = tmp_path / "run"
-    config = load_config(None, [
-        f"output_dir={out}", "grpo.num_generations=8", "optim.prompts_per_step=2", "optim.lr=3e-3",
-        "optim.lr_scheduler=constant", "generation.max_completion_length=6", "optim.max_steps=30",
-        "logging.tensorboard=false", "checkpoint.every=100", f"tasks=[{{task: acme.letters, data: {data}}}]",
-    ])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            f"output_dir={out}",
+            "grpo.num_generations=8",
+            "optim.prompts_per_step=2",
+            "optim.lr=3e-3",
+            "optim.lr_scheduler=constant",
+            "generation.max_completion_length=6",
+            "optim.max_steps=30",
+            "logging.tensorboard=false",
+            "checkpoint.every=100",
+            f"tasks=[{{task: acme.letters, data: {data}}}]",
+        ],
+    )
     Trainer(config, registry).train()
     rewards = [r["reward"] for r in _rows(out)]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
@@ -113,8 +155,18 @@ def test_fused_and_naive_paths_give_the_same_training_metrics(with_letter, tmp_p
     rows = {}
     for impl in ("fused", "naive"):
         out = tmp_path / impl
-        Trainer(_config(letter, out, "optim.max_steps=3", f"model.logprobs={impl}", "grpo.beta=0.04",
-                        "grpo.num_iterations=3", "grpo.num_generations=4"), registry).train()  # fmt: skip
+        Trainer(
+            _config(
+                letter,
+                out,
+                "optim.max_steps=3",
+                f"model.logprobs={impl}",
+                "grpo.beta=0.04",
+                "grpo.num_iterations=3",
+                "grpo.num_generations=4",
+            ),
+            registry,
+        ).train()
         rows[impl] = _rows(out)
     assert all(r["grad_norm"] > 0 for r in rows["naive"]) and any(r["kl"] > 0 for r in rows["naive"])
     for a, b in zip(rows["fused"], rows["naive"]):
@@ -140,7 +192,6 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path
     from types import SimpleNamespace
 
     from vgrpo import TrainingError
-
     from vgrpo.policy import Policy
 
     real_loss = Policy.loss
@@ -166,8 +217,16 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(data, tmp_path
 def test_evaluation_during_training_logs_each_tasks_metric_and_leaves_training_unchanged(data, tmp_path):
     plain, with_eval = tmp_path / "plain", tmp_path / "eval"
     Trainer(_config(data, plain, "optim.max_steps=3")).train()
-    Trainer(_config(data, with_eval, "optim.max_steps=3", "eval.every=2", "eval.max_samples=2",
-                    "eval.max_new_tokens=4")).train()  # fmt: skip
+    Trainer(
+        _config(
+            data,
+            with_eval,
+            "optim.max_steps=3",
+            "eval.every=2",
+            "eval.max_samples=2",
+            "eval.max_new_tokens=4",
+        )
+    ).train()
     a, b = _rows(plain), _rows(with_eval)
     evaluated = [r["step"] for r in b if any(k.startswith("eval/") for k in r)]
     assert evaluated == [2, 3]  # every 2 steps, and after the last
@@ -176,8 +235,9 @@ def test_evaluation_during_training_logs_each_tasks_metric_and_leaves_training_u
         assert all(key in r and 0.0 <= r[key] <= 1.0 for r in b if r["step"] in evaluated), key
         assert b[1][f"eval/{task}/n"] == 2.0
     for ra, rb in zip(a, b):  # evaluation does not disturb sampling or training
-        assert {k: v for k, v in ra.items() if k not in TIMING} == \
-            {k: v for k, v in rb.items() if k not in TIMING and not k.startswith("eval/")}
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {
+            k: v for k, v in rb.items() if k not in TIMING and not k.startswith("eval/")
+        }
 
 
 def test_a_missing_image_is_found_at_start_up_naming_file_and_line(data, tmp_path):
@@ -195,36 +255,50 @@ def test_a_missing_image_is_found_at_start_up_naming_file_and_line(data, tmp_pat
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_checkpoint(with_letter, tmp_path):
+def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_checkpoint(
+    with_letter, tmp_path
+):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from vgrpo.models.tiny import build_tiny
 
     registry, data = with_letter
     letters = {"acme.letters": data["acme.letters"]}
-    lora = ("model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "optim.lr_scheduler=constant",
-            "grpo.beta=0.04", "optim.max_steps=3", "checkpoint.every=2", "grpo.num_generations=4")  # fmt: skip
+    lora = (
+        "model.lora.enabled=true",
+        "model.lora.r=4",
+        "model.lora.dropout=0.0",
+        "optim.lr_scheduler=constant",
+        "grpo.beta=0.04",
+        "optim.max_steps=3",
+        "checkpoint.every=2",
+        "grpo.num_generations=4",
+    )
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     trainer = Trainer(_config(letters, straight, *lora), registry)
     trainer.train()
     trainable = [n for n, p in trainer.unwrapped.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert not any("visual" in n for n in trainable)  # freeze_vision keeps adapters out of the vision tower
-    Trainer(_config(letters, resumed, *lora[:-3], "optim.max_steps=2", "checkpoint.every=2", lora[-1]),
-            registry).train()  # fmt: skip
+    Trainer(
+        _config(letters, resumed, *lora[:-3], "optim.max_steps=2", "checkpoint.every=2", lora[-1]), registry
+    ).train()
     Trainer(_config(letters, resumed, *lora), registry).train()  # resumes from checkpoint-2: base + adapter
     a, b = _rows(straight), _rows(resumed)
     assert any(r["grad_norm"] > 0 for r in a) and a[-1]["kl"] > 0 and [r["step"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b):
-        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {
+            k: v for k, v in rb.items() if k not in TIMING
+        }
 
     ckpt = straight / "checkpoint-3"
     assert (ckpt / "lora" / "adapter_config.json").exists()
     merged = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt).eval()  # a plain model: adapters merged
     base, processor = build_tiny(0)
     assert not torch.equal(merged.lm_head.weight, base.lm_head.weight) or not all(
-        torch.equal(p, q) for p, q in zip(merged.model.language_model.parameters(),
-                                          base.model.language_model.parameters()))  # fmt: skip
+        torch.equal(p, q)
+        for p, q in zip(merged.model.language_model.parameters(), base.model.language_model.parameters())
+    )
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         expected = trainer.unwrapped.eval()(input_ids=ids).logits
@@ -232,8 +306,9 @@ def test_lora_trains_only_adapters_and_resumes_exactly_with_a_merged_loadable_ch
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_a_stop_request_finishes_the_batch_so_a_resume_with_reused_batches_is_exact(with_letter, tmp_path,
-                                                                                   monkeypatch):  # fmt: skip
+def test_a_stop_request_finishes_the_batch_so_a_resume_with_reused_batches_is_exact(
+    with_letter, tmp_path, monkeypatch
+):
     registry, data = with_letter
     letters = {"acme.letters": data["acme.letters"]}
     reuse = ("grpo.num_iterations=2", "grpo.beta=0.04", "optim.max_steps=4", "checkpoint.every=4")
@@ -255,4 +330,6 @@ def test_a_stop_request_finishes_the_batch_so_a_resume_with_reused_batches_is_ex
     a, b = _rows(straight), _rows(resumed)
     assert a[1]["kl"] > 0 and [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
-        assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {
+            k: v for k, v in rb.items() if k not in TIMING
+        }

@@ -1,6 +1,6 @@
 """The named data of one GRPO step, as it passes from stage to stage (never positional tuples).
 
-    prompts ──generate──▶ Generation (rollout + rewards) ──advantages, old/ref log-probs──▶ MicroBatch ──▶ loss
+prompts ──generate──▶ Generation (rollout + rewards) ──advantages, old/ref log-probs──▶ MicroBatch ──▶ loss
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every ``checkpoint-<step>`` in ``output_dir``, oldest first."""
     if not output_dir.exists():
         return []
-    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))
+    ]
     return sorted(found)
 
 
@@ -93,10 +95,22 @@ def resume_path(output_dir: Path, resume: str) -> Path | None:
 #: ``checkpoint.allow_config_change=true``. Every other change is applied and announced (``optim.lr``: the
 #: schedule continues from the new rate; ``optim.max_steps``, ``logging``, ``eval``, ``checkpoint``, ...).
 EXACTNESS_KEYS = (
-    "seed", "model.name_or_path", "model.adapter", "model.lora", "model.dtype", "model.freeze_vision",
-    "model.min_pixels", "model.max_pixels", "tasks", "grpo.num_generations", "grpo.num_iterations",
-    "grpo.scale_rewards", "optim.prompts_per_step", "optim.gradient_accumulation_steps", "generation",
-)  # fmt: skip
+    "seed",
+    "model.name_or_path",
+    "model.adapter",
+    "model.lora",
+    "model.dtype",
+    "model.freeze_vision",
+    "model.min_pixels",
+    "model.max_pixels",
+    "tasks",
+    "grpo.num_generations",
+    "grpo.num_iterations",
+    "grpo.scale_rewards",
+    "optim.prompts_per_step",
+    "optim.gradient_accumulation_steps",
+    "generation",
+)
 #: Keys that differ between a run and its resume by nature, or that only say where files are.
 UNCOMPARED_KEYS = ("output_dir", "checkpoint.resume", "checkpoint.allow_config_change")
 _MOVABLE = re.compile(r"^tasks\[\d+\]\.(data|image_root)(\[|$)")  # data may move; the sampler checks its size
@@ -135,8 +149,9 @@ def _breaks_exactness(key: str, exactness: tuple[str, ...] = EXACTNESS_KEYS) -> 
     return any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in exactness)
 
 
-def config_changes(saved: dict[str, Any], now: dict[str, Any],
-                   exactness: tuple[str, ...] = EXACTNESS_KEYS) -> list[ConfigChange]:  # fmt: skip
+def config_changes(
+    saved: dict[str, Any], now: dict[str, Any], exactness: tuple[str, ...] = EXACTNESS_KEYS
+) -> list[ConfigChange]:
     """Every dotted key whose value differs between a checkpoint's resolved config and the current one
     (``exactness``: the keys whose change breaks an exact resume, the GRPO recipe's by default)."""
     a, b = _flatten(saved), _flatten(now)
@@ -144,13 +159,15 @@ def config_changes(saved: dict[str, Any], now: dict[str, Any],
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(f"{k}.") for k in UNCOMPARED_KEYS) or a.get(key) == b.get(key):
             continue
-        changes.append(ConfigChange(key.removesuffix(".len"), a.get(key), b.get(key),
-                                    _breaks_exactness(key, exactness)))  # fmt: skip
+        changes.append(
+            ConfigChange(key.removesuffix(".len"), a.get(key), b.get(key), _breaks_exactness(key, exactness))
+        )
     return changes
 
 
-def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool,
-                        exactness: tuple[str, ...] = EXACTNESS_KEYS) -> list[ConfigChange]:  # fmt: skip
+def check_resume_config(
+    checkpoint: Path, now: dict[str, Any], *, allow: bool, exactness: tuple[str, ...] = EXACTNESS_KEYS
+) -> list[ConfigChange]:
     """The config changes since ``checkpoint`` was written (read from its config.yaml); a
     :class:`CheckpointError` listing them when one breaks exactness and ``allow`` is false."""
     import yaml
@@ -176,15 +193,22 @@ def check_resume_config(checkpoint: Path, now: dict[str, Any], *, allow: bool,
 SCHEDULE_KEYS = ("optim.lr", "optim.max_steps", "optim.warmup_steps", "optim.lr_scheduler")
 
 
-def apply_config_changes(changes: list[ConfigChange], optimizer: Any, scheduler: Any,
-                         schedule_keys: tuple[str, ...] = SCHEDULE_KEYS) -> None:  # fmt: skip
+def apply_config_changes(
+    changes: list[ConfigChange],
+    optimizer: Any,
+    scheduler: Any,
+    schedule_keys: tuple[str, ...] = SCHEDULE_KEYS,
+) -> None:
     """Announce each config change of a resume and apply those the restored state would hide: a new
     learning rate (``schedule_keys[0]``, ``optim.lr``) rescales the schedule's base (lr = base · schedule(step)),
     and a change of any of ``schedule_keys`` (lr, ``max_steps``, ``warmup_steps``, ``lr_scheduler``) sets the
     current rate from the new schedule at the resumed step."""
     for c in changes:
-        log.warning("resume: config changed: %s%s", c, " (breaks exactness; allowed by "
-                    "checkpoint.allow_config_change)" if c.breaks_exactness else "")  # fmt: skip
+        log.warning(
+            "resume: config changed: %s%s",
+            c,
+            " (breaks exactness; allowed by checkpoint.allow_config_change)" if c.breaks_exactness else "",
+        )
         if c.key == schedule_keys[0] and c.saved:
             scheduler.base_lrs = [b * float(c.now) / float(c.saved) for b in scheduler.base_lrs]
     if set(schedule_keys) & {c.key for c in changes} and hasattr(scheduler, "lr_lambdas"):
@@ -244,8 +268,9 @@ class Checkpointer:
     ``run_id`` names the run: each checkpoint's manifest records it, and pruning only ever deletes checkpoints of
     this run (never an older run's that shares the folder)."""
 
-    def __init__(self, output_dir: Path, dist: Distributed, save_total_limit: int | None = None,
-                 run_id: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, output_dir: Path, dist: Distributed, save_total_limit: int | None = None, run_id: str = ""
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.dist = dist
         self.save_total_limit = save_total_limit
@@ -276,8 +301,10 @@ class Checkpointer:
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             free = shutil.disk_usage(self.output_dir).free if self.output_dir.exists() else 0
-            raise CheckpointError(f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
-                                  f"{self.output_dir}: free some space or set output_dir elsewhere") from None  # fmt: skip
+            raise CheckpointError(
+                f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
+                f"{self.output_dir}: free some space or set output_dir elsewhere"
+            ) from None
         dist.barrier()
         return final
 
@@ -286,30 +313,52 @@ class Checkpointer:
         state_dict = None
         if dist.deepspeed:
             state_dict = dist.accelerator.get_state_dict(weights.model)  # gathers ZeRO-3 partitions
-            weights.model.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag="state")  # optimizer + scheduler shards
+            weights.model.save_checkpoint(
+                str(tmp / DEEPSPEED_DIR), tag="state"
+            )  # optimizer + scheduler shards
         if dist.is_main:
             if weights.peft_model is not None:
                 state_dict = state_dict if state_dict is not None else weights.unwrapped.state_dict()
-                weights.peft_model.save_pretrained(tmp / LORA_DIR, state_dict={
-                    f"base_model.model.{k}": v for k, v in state_dict.items()})  # fmt: skip
+                weights.peft_model.save_pretrained(
+                    tmp / LORA_DIR, state_dict={f"base_model.model.{k}": v for k, v in state_dict.items()}
+                )
                 state_dict = merged_lora_state_dict(state_dict, weights.lora_scaling)
             weights.unwrapped.save_pretrained(tmp, state_dict=state_dict)
             weights.processor.save_pretrained(tmp)
-            _save_tree(tmp, STATE_STEM, {
-                "format": FORMAT, "step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler,
-                "rng": state.rng, "sampler": state.sampler, "world_size": state.world_size, "config": state.config,
-            })  # fmt: skip
+            _save_tree(
+                tmp,
+                STATE_STEM,
+                {
+                    "format": FORMAT,
+                    "step": state.step,
+                    "optimizer": state.optimizer,
+                    "scheduler": state.scheduler,
+                    "rng": state.rng,
+                    "sampler": state.sampler,
+                    "world_size": state.world_size,
+                    "config": state.config,
+                },
+            )
             (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
-        _save_tree(tmp, f"rank-{dist.rank}", {
-            "rng": state.rng, "counters": dict(state.counters),
-            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        })  # fmt: skip
+        _save_tree(
+            tmp,
+            f"rank-{dist.rank}",
+            {
+                "rng": state.rng,
+                "counters": dict(state.counters),
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            },
+        )
 
     def prune(self) -> None:
         """Keep the ``save_total_limit`` checkpoints of this run with the highest steps; other runs' stay."""
         if self.save_total_limit is None:
             return
-        own = [path for _, path in checkpoints(self.output_dir) if read_manifest(path).get("run_id") == self.run_id]
+        own = [
+            path
+            for _, path in checkpoints(self.output_dir)
+            if read_manifest(path).get("run_id") == self.run_id
+        ]
         for path in own[: -self.save_total_limit]:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -321,15 +370,21 @@ class Checkpointer:
         saved_world = int(saved.get("world_size", 1))
         if self.dist.deepspeed:
             if not (path / DEEPSPEED_DIR).exists():
-                raise CheckpointError(f"{path}: no {DEEPSPEED_DIR}/ folder: this checkpoint was not written under "
-                                      "DeepSpeed; resume it without DeepSpeed, or start a new run (resume=never)")  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: no {DEEPSPEED_DIR}/ folder: this checkpoint was not written under "
+                    "DeepSpeed; resume it without DeepSpeed, or start a new run (resume=never)"
+                )
             if saved_world != self.dist.world:
-                raise CheckpointError(f"{path}: DeepSpeed partitioned its optimizer state over {saved_world} "
-                                      f"processes; resume with --num_processes {saved_world} (now {self.dist.world})")  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: DeepSpeed partitioned its optimizer state over {saved_world} "
+                    f"processes; resume with --num_processes {saved_world} (now {self.dist.world})"
+                )
             model.load_checkpoint(str(path / DEEPSPEED_DIR), tag="state")
         elif saved.get("optimizer") is None:
-            raise CheckpointError(f"{path}: written under DeepSpeed (optimizer state in {DEEPSPEED_DIR}/); resume "
-                                  "it with the same accelerate DeepSpeed config")  # fmt: skip
+            raise CheckpointError(
+                f"{path}: written under DeepSpeed (optimizer state in {DEEPSPEED_DIR}/); resume "
+                "it with the same accelerate DeepSpeed config"
+            )
         else:
             optimizer.load_state_dict(saved["optimizer"])  # moved to the parameters' device
         scheduler.load_state_dict(saved["scheduler"])
@@ -344,9 +399,16 @@ class Checkpointer:
             for stem in ranks.values():
                 counters.update(_load_tree(path, stem).get("counters", {}))
         log.info("resumed from %s at step %d", path, int(saved["step"]))
-        return TrainingState(step=int(saved["step"]), optimizer=None, scheduler=saved["scheduler"],
-                             sampler=saved["sampler"], world_size=saved_world, config=saved.get("config", {}),
-                             rng=mine["rng"], counters=counters)  # fmt: skip
+        return TrainingState(
+            step=int(saved["step"]),
+            optimizer=None,
+            scheduler=saved["scheduler"],
+            sampler=saved["sampler"],
+            world_size=saved_world,
+            config=saved.get("config", {}),
+            rng=mine["rng"],
+            counters=counters,
+        )
 
 
 # -- files without pickles: JSON for structure, safetensors for tensors -----------------------------------------
@@ -411,9 +473,11 @@ def _load_tree(folder: Path, stem: str) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {stem}.json: not a complete checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - an unpickling refusal, a truncated file: the same answer
-        raise CheckpointError(f"{legacy}: refused to load ({type(exc).__name__}: {str(exc)[:200]}); a checkpoint "
-                              "must hold only tensors and plain data. Resume from another checkpoint or start a new "
-                              "run (resume=never)") from None  # fmt: skip
+        raise CheckpointError(
+            f"{legacy}: refused to load ({type(exc).__name__}: {str(exc)[:200]}); a checkpoint "
+            "must hold only tensors and plain data. Resume from another checkpoint or start a new "
+            "run (resume=never)"
+        ) from None
 
 
 def _rank_files(path: Path) -> dict[int, str]:
@@ -433,10 +497,15 @@ def _sha256(path: Path) -> str:
 def write_manifest(folder: Path, *, run_id: str, step: int) -> None:
     """``manifest.json``: the run, the step and every file's size and hash — written last, so a checkpoint with
     an intact manifest is complete."""
-    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}  # fmt: skip
-    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "run_id": run_id, "step": step, "files": files},
-                                              indent=1), encoding="utf-8")  # fmt: skip
+    files = {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(
+        json.dumps({"format": FORMAT, "run_id": run_id, "step": step, "files": files}, indent=1),
+        encoding="utf-8",
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -488,11 +557,15 @@ def load_lora(peft_model: Any, checkpoint: Path) -> None:
 
     path = lora_dir(checkpoint) / LORA_WEIGHTS
     if not path.exists():
-        raise CheckpointError(f"{checkpoint}: no {LORA_DIR}/{LORA_WEIGHTS}: this checkpoint was not written with "
-                              "model.lora.enabled=true; resume it without LoRA")  # fmt: skip
+        raise CheckpointError(
+            f"{checkpoint}: no {LORA_DIR}/{LORA_WEIGHTS}: this checkpoint was not written with "
+            "model.lora.enabled=true; resume it without LoRA"
+        )
     result = set_peft_model_state_dict(peft_model, load_file(path))
     if getattr(result, "unexpected_keys", None):
-        raise CheckpointError(f"{path}: adapter weights that the model has no place for: {result.unexpected_keys[:5]}")
+        raise CheckpointError(
+            f"{path}: adapter weights that the model has no place for: {result.unexpected_keys[:5]}"
+        )
 
 
 def merged_lora_state_dict(state_dict: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
@@ -505,7 +578,10 @@ def merged_lora_state_dict(state_dict: dict[str, torch.Tensor], scaling: float) 
             continue
         if key.endswith(".base_layer.weight"):
             prefix = key[: -len(".base_layer.weight")]
-            a, b = state_dict[f"{prefix}.lora_A.default.weight"], state_dict[f"{prefix}.lora_B.default.weight"]
+            a, b = (
+                state_dict[f"{prefix}.lora_A.default.weight"],
+                state_dict[f"{prefix}.lora_B.default.weight"],
+            )
             out[f"{prefix}.weight"] = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
         else:
             out[key.replace(".base_layer.", ".")] = value

@@ -136,7 +136,9 @@ def read_jsonl_lines(path: str | Path) -> Iterator[JsonLine]:
             try:
                 yield JsonLine(lineno, end, value=json.loads(raw.decode("utf-8")))
             except UnicodeDecodeError as exc:
-                error = DataError(f"invalid UTF-8 ({exc.reason} at byte {exc.start + 1})", file=path, line=lineno)
+                error = DataError(
+                    f"invalid UTF-8 ({exc.reason} at byte {exc.start + 1})", file=path, line=lineno
+                )
                 yield JsonLine(lineno, end, error=error)
             except json.JSONDecodeError as exc:
                 error = DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=path, line=lineno)
@@ -213,8 +215,11 @@ def iter_records(
             yield RecordCheck(item.line, item.end, record=item.value, problems=(error,))
             continue
         problem = check_record(task, item.value, sample, params)
-        problems = () if problem is None else (DataError(problem.reason, file=path, line=item.line,
-                                                         field=problem.field),)  # fmt: skip
+        problems = (
+            ()
+            if problem is None
+            else (DataError(problem.reason, file=path, line=item.line, field=problem.field),)
+        )
         yield RecordCheck(item.line, item.end, record=item.value, sample=sample, problems=problems)
 
 
@@ -274,10 +279,15 @@ def probe_image(path: str | Path, *, decode: bool = False) -> tuple[tuple[int, i
             img.verify()
         w, h = size
         if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
-            return None, f"image {path} is {w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which training skips"
+            return (
+                None,
+                f"image {path} is {w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which training skips",
+            )
         if w * h > MAX_DECODE_PIXELS and fmt != "JPEG":  # a JPEG is reduced while it decodes
-            return None, (f"image {path} is {w}×{h}: more than the {MAX_DECODE_PIXELS:,} pixels training decodes "
-                          "at most, so training skips it; resize it")  # fmt: skip
+            return None, (
+                f"image {path} is {w}×{h}: more than the {MAX_DECODE_PIXELS:,} pixels training decodes "
+                "at most, so training skips it; resize it"
+            )
         if decode and w * h <= MAX_DECODE_PIXELS:
             with Image.open(path) as img:
                 img.load()
@@ -313,9 +323,15 @@ def check_records(
                 problems.append(DataError(error, file=path, line=result.line, field="image"))
         question = result.sample.question if result.sample is not None else ""
         if len(question) > MAX_QUESTION_CHARS:
-            problems.append(DataError(f"{len(question):,} characters: training cuts a question to its last "
-                                      "generation.max_prompt_length tokens (default 4096)", file=path,
-                                      line=result.line, field="question"))  # fmt: skip
+            problems.append(
+                DataError(
+                    f"{len(question):,} characters: training cuts a question to its last "
+                    "generation.max_prompt_length tokens (default 4096)",
+                    file=path,
+                    line=result.line,
+                    field="question",
+                )
+            )
         given = result.sample.image_size if result.sample is not None else None
         if given is not None and sizes and sizes[0] is not None and tuple(sizes[0]) != given:
             w, h = sizes[0]
@@ -362,8 +378,9 @@ def check_jsonl(
         lines += 1
         rid = _record_id(result)
         if rid is not None and rid in first_line:
-            repeat = DataError(f"id {rid!r} already used on line {first_line[rid]}", file=path, line=result.line,
-                               field="id")  # fmt: skip
+            repeat = DataError(
+                f"id {rid!r} already used on line {first_line[rid]}", file=path, line=result.line, field="id"
+            )
             result = replace(result, problems=(*result.problems, repeat))
         elif rid is not None:
             first_line[rid] = result.line

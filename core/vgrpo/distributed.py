@@ -66,7 +66,9 @@ class Distributed:
         handlers, cpu = [], False
         if _launched() and not torch.cuda.is_available():
             if _deepspeed_requested():
-                handlers.append(InitProcessGroupKwargs(backend="gloo"))  # accelerate knows no CPU DeepSpeed backend
+                handlers.append(
+                    InitProcessGroupKwargs(backend="gloo")
+                )  # accelerate knows no CPU DeepSpeed backend
             else:
                 cpu = True  # DDP over gloo (`accelerate launch --multi_gpu` / torchrun on a machine without GPUs)
         self.accelerator = Accelerator(cpu=cpu, kwargs_handlers=handlers)
@@ -79,12 +81,25 @@ class Distributed:
         self.zero_stage = int(plugin.zero_stage) if plugin is not None else 0
 
     def describe(self) -> str:
-        kind = f"DeepSpeed ZeRO-{self.zero_stage}" if self.deepspeed else str(self.accelerator.distributed_type.value)
+        kind = (
+            f"DeepSpeed ZeRO-{self.zero_stage}"
+            if self.deepspeed
+            else str(self.accelerator.distributed_type.value)
+        )
         return f"{kind}, {self.world} process(es), device {self.device}"
 
     # -- preparing the model ---------------------------------------------------------------------------------
-    def prepare(self, model: Any, optimizer: Any, scheduler: Any, *, rows_per_micro_batch: int,
-                gradient_accumulation_steps: int, max_grad_norm: float | None, bf16: bool) -> tuple[Any, Any, Any]:  # fmt: skip
+    def prepare(
+        self,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        *,
+        rows_per_micro_batch: int,
+        gradient_accumulation_steps: int,
+        max_grad_norm: float | None,
+        bf16: bool,
+    ) -> tuple[Any, Any, Any]:
         """Wrap model, optimizer and scheduler (DDP or a DeepSpeed engine); returns the wrapped model and the
         optimizer and scheduler to keep using (under DeepSpeed the engine steps them)."""
         if self.deepspeed:
@@ -174,8 +189,14 @@ class Distributed:
             return
         loss.backward()
 
-    def step(self, wrapped: Any, optimizer: Any, scheduler: Any, params: list[torch.Tensor],
-             max_grad_norm: float | None) -> float:  # fmt: skip
+    def step(
+        self,
+        wrapped: Any,
+        optimizer: Any,
+        scheduler: Any,
+        params: list[torch.Tensor],
+        max_grad_norm: float | None,
+    ) -> float:
         """Clip, step optimizer and schedule, zero gradients. Returns the gradient norm before clipping; a
         non-finite norm means the step was skipped (and the gradients dropped)."""
         if self.deepspeed:

@@ -18,8 +18,16 @@ from vgrpo.plugins import DISABLE_ENV, STRICT_ENV, PluginRegistry
 
 #: Reported always, ``None`` when not installed: the stack a training run depends on.
 KEY_PACKAGES = (
-    "torch", "transformers", "accelerate", "deepspeed", "peft", "trl", "triton", "flash-attn", "liger-kernel",
-)  # fmt: skip
+    "torch",
+    "transformers",
+    "accelerate",
+    "deepspeed",
+    "peft",
+    "trl",
+    "triton",
+    "flash-attn",
+    "liger-kernel",
+)
 #: Reported when installed.
 OTHER_PACKAGES = ("pluggy", "pydantic", "numpy", "pillow", "shapely", "pycocotools", "math-verify", "rich")
 PACKAGES = KEY_PACKAGES + OTHER_PACKAGES

@@ -1,16 +1,16 @@
 """vgrpo's exception tree. Every error says what was expected and where.
 
-    VgrpoError
-    ├── PluginError                 a plugin could not be used
-    │   ├── PluginLoadError         import failed, bad hook, invalid task (strict mode raises it)
-    │   ├── NameConflictError       the same task/reward name from two distributions
-    │   ├── UnknownNameError        a task/reward/adapter name nobody registered
-    │   └── MissingPluginsError     ``required_plugins`` not satisfied
-    ├── ParamsError                 bad task params, reward weights or config keys
-    ├── TrainingError               training cannot go on (non-finite loss, out of memory)
-    ├── CheckpointError             a checkpoint that cannot be resumed (missing parts, another layout)
-    └── DataError                   a bad JSONL record: file, line, field, what was expected
-        └── TemplateFieldError      a record lacks a field the prompt template needs (also a KeyError)
+VgrpoError
+├── PluginError                 a plugin could not be used
+│   ├── PluginLoadError         import failed, bad hook, invalid task (strict mode raises it)
+│   ├── NameConflictError       the same task/reward name from two distributions
+│   ├── UnknownNameError        a task/reward/adapter name nobody registered
+│   └── MissingPluginsError     ``required_plugins`` not satisfied
+├── ParamsError                 bad task params, reward weights or config keys
+├── TrainingError               training cannot go on (non-finite loss, out of memory)
+├── CheckpointError             a checkpoint that cannot be resumed (missing parts, another layout)
+└── DataError                   a bad JSONL record: file, line, field, what was expected
+    └── TemplateFieldError      a record lacks a field the prompt template needs (also a KeyError)
 """
 
 from __future__ import annotations
@@ -94,5 +94,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int) -> None:
         self.signum = signum
         self.step = step
-        super().__init__(f"stopped by a second signal {signum} during step {step + 1}; resume continues from the "
-                         "last checkpoint")  # fmt: skip
+        super().__init__(
+            f"stopped by a second signal {signum} during step {step + 1}; resume continues from the "
+            "last checkpoint"
+        )

@@ -192,8 +192,13 @@ def evaluate(
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         pred_path = Path(output_dir) / PREDICTIONS
     done = _done(pred_path)
-    todo = [(s, x, i) for s in splits for x in unique_samples(s) for i in range(num_samples)
-            if _key(s.task.name, x.id, i, mode, max_new_tokens) not in done]  # fmt: skip
+    todo = [
+        (s, x, i)
+        for s in splits
+        for x in unique_samples(s)
+        for i in range(num_samples)
+        if _key(s.task.name, x.id, i, mode, max_new_tokens) not in done
+    ]
     for s in splits:
         _check_images(s.task.name, [x for s_, x, _ in todo if s_ is s])
     share = -(-len(todo) // world)  # contiguous shares keep a record's rows and a task's records together
@@ -276,9 +281,19 @@ def _generate(
     rows = []
     for (s, x, i), text, size in zip(chunk, rollout.texts, sizes):
         parsed, error = safe_parse(s.task, text, s.params, replace(x, input_size=size) if size else x)
-        rows.append({"task": s.task.name, "id": x.id, "sample": i, "sampling": mode,
-                     "max_new_tokens": gen.max_completion_length, "completion": text, "parsed": parsed,
-                     "input_size": list(size) if size else None, "error": error})  # fmt: skip
+        rows.append(
+            {
+                "task": s.task.name,
+                "id": x.id,
+                "sample": i,
+                "sampling": mode,
+                "max_new_tokens": gen.max_completion_length,
+                "completion": text,
+                "parsed": parsed,
+                "input_size": list(size) if size else None,
+                "error": error,
+            }
+        )
     return rows
 
 
@@ -298,16 +313,23 @@ def _split_metrics(
     errors: list[str] = []
     for i in range(num_samples):
         rows = [done[_key(name, x.id, i, mode, max_new_tokens)] for x in split.samples]
-        index_samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
-                         for x, r in zip(split.samples, rows)]  # fmt: skip
+        index_samples = [
+            replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
+            for x, r in zip(split.samples, rows)
+        ]
         index_predictions = [r["parsed"] for r in rows]
         errors += [r["error"] for r in rows if r.get("error")]
         per_index.append(_safe_metric(task, index_predictions, index_samples, split.params))
         predictions += index_predictions
         samples += index_samples
     if errors:  # never silent: the parser raised on some completions (they count as unparsed)
-        log.warning("eval %s: the parser raised on %d of %d completions, e.g. %s", name, len(errors),
-                    len(predictions), errors[0])  # fmt: skip
+        log.warning(
+            "eval %s: the parser raised on %d of %d completions, e.g. %s",
+            name,
+            len(errors),
+            len(predictions),
+            errors[0],
+        )
     result = {key: sum(float(m[key]) for m in per_index) / num_samples for key in per_index[0]}
     if ks:
         with plugin_output():
@@ -323,18 +345,24 @@ def _split_metrics(
     return result
 
 
-def _safe_metric(task: Task, predictions: list[Any], samples: list[Sample], params: TaskParams) -> dict[str, float]:
+def _safe_metric(
+    task: Task, predictions: list[Any], samples: list[Sample], params: TaskParams
+) -> dict[str, float]:
     """The task's metric over a split; a metric that raises or gives a non-finite value is reported (with the
     exception) and reads NaN, so the other tasks' evaluation goes on."""
     try:
         with plugin_output():
             values = {str(k): float(v) for k, v in dict(task.metric(predictions, samples, params)).items()}
     except Exception as exc:  # noqa: BLE001 - plugin code: reported, never fatal
-        log.warning("eval %s: the metric raised %s: %s; its values read NaN", task.name, type(exc).__name__, exc)
+        log.warning(
+            "eval %s: the metric raised %s: %s; its values read NaN", task.name, type(exc).__name__, exc
+        )
         return {m: float("nan") for m in task.metric_names}
     bad = sorted(k for k, v in values.items() if not math.isfinite(v))
     if bad:
-        log.warning("eval %s: the metric gave non-finite %s", task.name, ", ".join(f"{k}={values[k]}" for k in bad))
+        log.warning(
+            "eval %s: the metric gave non-finite %s", task.name, ", ".join(f"{k}={values[k]}" for k in bad)
+        )
     return values
 
 

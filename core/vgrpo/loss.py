@@ -56,7 +56,9 @@ def grpo_loss(
     if importance_sampling_level == "sequence":
         log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
     elif importance_sampling_level != "token":
-        raise ValueError(f"importance_sampling_level must be 'token' or 'sequence', got {importance_sampling_level!r}")
+        raise ValueError(
+            f"importance_sampling_level must be 'token' or 'sequence', got {importance_sampling_level!r}"
+        )
     ratio = torch.exp(log_ratio)
     eps_high = epsilon if epsilon_high is None else epsilon_high
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
@@ -120,14 +122,20 @@ def policy_loss(
     from vgrpo.rollout import completion_hidden, completion_logprobs
 
     common: dict[str, Any] = {
-        "loss_type": grpo.loss_type, "epsilon": grpo.epsilon, "epsilon_high": grpo.epsilon_high, "beta": grpo.beta,
+        "loss_type": grpo.loss_type,
+        "epsilon": grpo.epsilon,
+        "epsilon_high": grpo.epsilon_high,
+        "beta": grpo.beta,
         "importance_sampling_level": grpo.importance_sampling_level,
-        "max_completion_length": max_completion_length, "num_items": num_items,
-    }  # fmt: skip
+        "max_completion_length": max_completion_length,
+        "num_items": num_items,
+    }
     rollout = batch.rollout
     if not fused:
         logps = completion_logprobs(model, adapter, rollout, temperature=temperature, impl="naive")
-        return grpo_loss(logps, batch.old_logps, batch.advantages, batch.mask, ref_logps=batch.ref_logps, **common)
+        return grpo_loss(
+            logps, batch.old_logps, batch.advantages, batch.mask, ref_logps=batch.ref_logps, **common
+        )
     from vgrpo.kernels import fused_grpo_loss
 
     hidden, head = completion_hidden(model, adapter, rollout)
@@ -135,9 +143,18 @@ def policy_loss(
     def head_loss(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # runs as the lm_head's forward, so ZeRO-3 gathers its weight; a plain tuple out, because DeepSpeed only
         # sees tensors in tuples when it hooks the outputs to gather the weight again for the backward
-        out = fused_grpo_loss(h, head.weight, rollout.completion_ids, batch.advantages, batch.mask,
-                              old_logps=batch.old_logps, ref_logps=batch.ref_logps, temperature=temperature,
-                              bias=getattr(head, "bias", None), **common)  # fmt: skip
+        out = fused_grpo_loss(
+            h,
+            head.weight,
+            rollout.completion_ids,
+            batch.advantages,
+            batch.mask,
+            old_logps=batch.old_logps,
+            ref_logps=batch.ref_logps,
+            temperature=temperature,
+            bias=getattr(head, "bias", None),
+            **common,
+        )
         return out.loss, out.kl, out.clip_ratio
 
     return LossOutput(*run_as_forward(head, head_loss, hidden))

@@ -7,9 +7,9 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,7 +29,9 @@ class StepStats:
 
     rewards: list[float] = field(default_factory=list)
     lengths: list[float] = field(default_factory=list)
-    tasks: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    tasks: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
     counters: Counter[str] = field(default_factory=Counter)
     """The run's event totals (skipped samples, non-finite steps, plugin failures), summed over ranks."""
     failures: Counter[str] = field(default_factory=Counter)
@@ -57,8 +59,14 @@ class StepStats:
 
     def reduce(self, dist: Distributed, counters: Counter[str] | None = None) -> StepStats:
         """Every rank's completions in rank order, with ``counters`` (each rank's own) summed over ranks."""
-        part = {"rewards": self.rewards, "lengths": self.lengths, "tasks": {t: dict(s) for t, s in self.tasks.items()},
-                "counters": dict(counters or {}), "failures": dict(self.failures), "first_errors": self.first_errors}
+        part = {
+            "rewards": self.rewards,
+            "lengths": self.lengths,
+            "tasks": {t: dict(s) for t, s in self.tasks.items()},
+            "counters": dict(counters or {}),
+            "failures": dict(self.failures),
+            "first_errors": self.first_errors,
+        }
         out = StepStats()
         for other in dist.gather_objects(part):
             out.rewards += other["rewards"]
@@ -79,10 +87,12 @@ class StepStats:
         std = math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / (n - 1)) if n > 1 else 0.0
         tokens = sum(self.lengths)
         row: dict[str, Any] = {
-            "reward": mean, "reward_std": std,
+            "reward": mean,
+            "reward_std": std,
             "completion_length": tokens / len(self.lengths) if self.lengths else float("nan"),
-            "step_time_s": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        }  # fmt: skip
+            "step_time_s": seconds,
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        }
         for task, stats in sorted(self.tasks.items()):
             for key, values in stats.items():
                 row[f"tasks/{task}/{key}"] = sum(values) / len(values)
@@ -98,14 +108,30 @@ class StepStats:
             if key not in seen:
                 seen.add(key)
                 task = key.split("/", 1)[0]
-                log.warning("task %s (%s): %s — first occurrence this run (%d this step; counted under counters/%s)",
-                            task, owner(task), self.first_errors.get(key, key), self.failures[key], key)  # fmt: skip
+                log.warning(
+                    "task %s (%s): %s — first occurrence this run (%d this step; counted under counters/%s)",
+                    task,
+                    owner(task),
+                    self.first_errors.get(key, key),
+                    self.failures[key],
+                    key,
+                )
         for task, stats in sorted(self.tasks.items()):
             rate = stats.get("parse_rate", [])
-            if rate and max(rate) == 0.0 and self.failures.get(f"{task}/parse/error") and f"{task}/parse=0" not in seen:
+            if (
+                rate
+                and max(rate) == 0.0
+                and self.failures.get(f"{task}/parse/error")
+                and f"{task}/parse=0" not in seen
+            ):
                 seen.add(f"{task}/parse=0")
-                log.warning("task %s (%s): no completion parsed this step and its parser raised on %d: check its "
-                            "parse()", task, owner(task), self.failures[f"{task}/parse/error"])  # fmt: skip
+                log.warning(
+                    "task %s (%s): no completion parsed this step and its parser raised on %d: check its "
+                    "parse()",
+                    task,
+                    owner(task),
+                    self.failures[f"{task}/parse/error"],
+                )
 
 
 def write_completions(path: Path, rows: list[dict[str, Any]], dist: Distributed) -> None:
@@ -123,7 +149,9 @@ def write_completions(path: Path, rows: list[dict[str, Any]], dist: Distributed)
 class MetricsLogger:
     """Writes a row per optimizer step to ``output_dir/metrics.jsonl`` and mirrors it to the enabled sinks."""
 
-    def __init__(self, output_dir: Path, *, tensorboard: bool = True, wandb: bool = False, config: Any = None) -> None:
+    def __init__(
+        self, output_dir: Path, *, tensorboard: bool = True, wandb: bool = False, config: Any = None
+    ) -> None:
         self.path = Path(output_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
@@ -135,7 +163,9 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tb"))
             except ImportError:
-                log.warning("TensorBoard is not installed (pip install tensorboard); logging to metrics.jsonl only")
+                log.warning(
+                    "TensorBoard is not installed (pip install tensorboard); logging to metrics.jsonl only"
+                )
         if wandb:
             import wandb as wandb_module  # a clear ImportError is the right message when asked for and missing
 

@@ -39,7 +39,9 @@ class MixtureSampler:
 
     def __init__(self, sizes: Sequence[int], weights: Sequence[float], seed: int = 0) -> None:
         if len(sizes) != len(weights) or not sizes:
-            raise ValueError(f"expected one weight per dataset, got {len(sizes)} sizes and {len(weights)} weights")
+            raise ValueError(
+                f"expected one weight per dataset, got {len(sizes)} sizes and {len(weights)} weights"
+            )
         if any(n <= 0 for n in sizes):
             raise ValueError(f"every dataset needs at least one record, got sizes {list(sizes)}")
         if any(not w > 0 for w in weights):
@@ -76,7 +78,12 @@ class MixtureSampler:
         return [self.draw() for _ in range(n)]
 
     def state_dict(self) -> dict[str, object]:
-        return {"seed": self.seed, "position": self.position, "counts": list(self.counts), "sizes": list(self.sizes)}
+        return {
+            "seed": self.seed,
+            "position": self.position,
+            "counts": list(self.counts),
+            "sizes": list(self.sizes),
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if state.get("sizes") != self.sizes or state.get("seed") != self.seed:
@@ -99,7 +106,9 @@ class MixtureEntry:
     samples: list[Sample]
 
 
-def task_params(task: Task, given: Mapping[str, Any] | None, adapter: ModelAdapter | None = None) -> TaskParams:
+def task_params(
+    task: Task, given: Mapping[str, Any] | None, adapter: ModelAdapter | None = None
+) -> TaskParams:
     """The task's params from a config entry. A task param ``coords`` the entry does not set takes the model
     adapter's convention (``adapter.default_coords``: Qwen2-VL and Qwen3-VL write 0–1000 boxes, Qwen2.5-VL
     pixels of the model input), so boxes are read the way the model family writes them."""
@@ -110,15 +119,25 @@ def task_params(task: Task, given: Mapping[str, Any] | None, adapter: ModelAdapt
     try:
         params = task.params({**values, "coords": adapter.default_coords})
     except ParamsError:
-        log.warning("task %s: its coords param does not accept the %s adapter's %r; using the task's default",
-                    task.name, adapter.name, adapter.default_coords)  # fmt: skip
+        log.warning(
+            "task %s: its coords param does not accept the %s adapter's %r; using the task's default",
+            task.name,
+            adapter.name,
+            adapter.default_coords,
+        )
         return params
-    log.info("task %s: coords=%s, the %s model adapter's convention (set the task param coords to change it)",
-             task.name, adapter.default_coords, adapter.name)  # fmt: skip
+    log.info(
+        "task %s: coords=%s, the %s model adapter's convention (set the task param coords to change it)",
+        task.name,
+        adapter.default_coords,
+        adapter.name,
+    )
     return params
 
 
-def build_mixture(config: TrainConfig, registry: PluginRegistry, adapter: ModelAdapter | None = None) -> list[MixtureEntry]:
+def build_mixture(
+    config: TrainConfig, registry: PluginRegistry, adapter: ModelAdapter | None = None
+) -> list[MixtureEntry]:
     """One :class:`MixtureEntry` per ``config.tasks`` item: params (see :func:`task_params`), reward weights and
     the records of its JSONL files (image sizes read), at most ``max_samples`` of them."""
     from vgrpo.data import load_jsonl

@@ -120,7 +120,11 @@ class PluginRegistry:
             f"unknown {kind} {name!r}"
             + (f" (did you mean {hint[0]!r}?)" if hint else "")
             + f"; installed: {known or 'none'}"
-            + (f"; plugins that failed to load: {[e.entry_point for e in self.errors]}" if self.errors else "")
+            + (
+                f"; plugins that failed to load: {[e.entry_point for e in self.errors]}"
+                if self.errors
+                else ""
+            )
         )
 
     # -- required_plugins ----------------------------------------------------------------------------------
@@ -222,7 +226,8 @@ def _hook_name_problems(pm: pluggy.PluginManager, module: ModuleType) -> list[st
         if marked and attr not in hookspecs.HOOK_NAMES:
             hint = difflib.get_close_matches(attr, hookspecs.HOOK_NAMES, n=1, cutoff=0.5)
             problems.append(
-                f"unknown hook {attr!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                f"unknown hook {attr!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
                 + f"; hooks are {list(hookspecs.HOOK_NAMES)}"
             )
         elif not marked and attr in hookspecs.HOOK_NAMES and callable(getattr(module, attr)):
@@ -265,7 +270,9 @@ def load_plugins(
         return _load_plugins(strict=strict, disabled=disabled, path=path)
 
 
-def _load_plugins(*, strict: bool | None, disabled: Iterable[str] | None, path: list[str] | None) -> PluginRegistry:
+def _load_plugins(
+    *, strict: bool | None, disabled: Iterable[str] | None, path: list[str] | None
+) -> PluginRegistry:
     if strict is None:
         strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
     blocked = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
@@ -279,7 +286,9 @@ def _load_plugins(*, strict: bool | None, disabled: Iterable[str] | None, path: 
     for ep, dist in _candidates(path):
         dname, dversion = _dist_name(dist), dist.version or "?"
 
-        def problem(msg: str, *, ep: md.EntryPoint = ep, dname: str = dname, dversion: str = dversion) -> None:
+        def problem(
+            msg: str, *, ep: md.EntryPoint = ep, dname: str = dname, dversion: str = dversion
+        ) -> None:
             registry.errors.append(PluginProblem(ep.name, dname, dversion, msg))
             log.warning("vgrpo plugin %r (%s %s): %s", ep.name, dname, dversion, msg)
 
@@ -289,7 +298,9 @@ def _load_plugins(*, strict: bool | None, disabled: Iterable[str] | None, path: 
             log.info("vgrpo plugin %r disabled by %s", ep.name, DISABLE_ENV)
             continue
         if ep.name in ep_owner:
-            problem(f"entry point name {ep.name!r} is also declared by {ep_owner[ep.name]}; this one is skipped")
+            problem(
+                f"entry point name {ep.name!r} is also declared by {ep_owner[ep.name]}; this one is skipped"
+            )
             continue
         ep_owner[ep.name] = f"{dname} {dversion}"
         try:
@@ -324,16 +335,26 @@ def _load_plugins(*, strict: bool | None, disabled: Iterable[str] | None, path: 
                     problem(f"hook {hook_name} raised {type(exc).__name__}: {exc}")
                     continue
                 for item in items:
-                    _register_item(registry, hook_name, item, info, _Owner(item, **owner_args), builtin, problem)
+                    _register_item(
+                        registry, hook_name, item, info, _Owner(item, **owner_args), builtin, problem
+                    )
 
     if strict and registry.errors:
-        lines = "\n".join(f"  {e.entry_point} ({e.distribution} {e.version}): {e.error}" for e in registry.errors)
+        lines = "\n".join(
+            f"  {e.entry_point} ({e.distribution} {e.version}): {e.error}" for e in registry.errors
+        )
         raise PluginLoadError(f"{len(registry.errors)} plugin problem(s) (strict mode):\n{lines}")
     return registry
 
 
 def _register_item(
-    registry: PluginRegistry, hook: str, item: Any, info: PluginInfo, owner: _Owner, builtin: bool, problem: Any
+    registry: PluginRegistry,
+    hook: str,
+    item: Any,
+    info: PluginInfo,
+    owner: _Owner,
+    builtin: bool,
+    problem: Any,
 ) -> None:
     if hook == "vgrpo_tasks":
         if isinstance(item, type) and issubclass(item, Task):
@@ -377,8 +398,13 @@ def _register_item(
             registry.errors.append(
                 PluginProblem(claimant.entry_point, claimant.distribution, claimant.version, message)
             )
-            log.warning("vgrpo plugin %r (%s %s): %s", claimant.entry_point, claimant.distribution,
-                        claimant.version, message)  # fmt: skip
+            log.warning(
+                "vgrpo plugin %r (%s %s): %s",
+                claimant.entry_point,
+                claimant.distribution,
+                claimant.version,
+                message,
+            )
     if not conflicts:
         bucket.append(name)
 

@@ -41,8 +41,18 @@ class StepResult:
 class Policy:
     """The policy (wrapped for the process group), its optimizer and schedule, and its reference."""
 
-    def __init__(self, config: TrainConfig, dist: Distributed, adapter: ModelAdapter, model: Any, optimizer: Any,
-                 scheduler: Any, *, reference: Any = None, peft_model: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: TrainConfig,
+        dist: Distributed,
+        adapter: ModelAdapter,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        *,
+        reference: Any = None,
+        peft_model: Any = None,
+    ) -> None:
         self.config = config
         self.dist = dist
         self.adapter = adapter
@@ -60,9 +70,13 @@ class Policy:
     def logps(self, rollout: Rollout, model: Any = None) -> torch.Tensor:
         """``[N, T]`` log-probs of the completions under ``model`` (default: the policy now), without gradient."""
         with torch.no_grad():
-            return completion_logprobs(self.dist.unwrap(model if model is not None else self.model), self.adapter,
-                                       rollout, temperature=self.config.generation.temperature,
-                                       impl=self.config.model.logprobs)  # fmt: skip
+            return completion_logprobs(
+                self.dist.unwrap(model if model is not None else self.model),
+                self.adapter,
+                rollout,
+                temperature=self.config.generation.temperature,
+                impl=self.config.model.logprobs,
+            )
 
     def reference_logps(self, rollout: Rollout) -> torch.Tensor | None:
         """Log-probs under the model the run started from (None with ``beta: 0``): the reference model, or with
@@ -80,9 +94,16 @@ class Policy:
         gen = self.config.generation
 
         def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            out = policy_loss(self.unwrapped, self.adapter, batch, self.config.grpo, temperature=gen.temperature,
-                              max_completion_length=gen.max_completion_length, num_items=num_items,
-                              fused=self.config.model.logprobs == "fused")  # fmt: skip
+            out = policy_loss(
+                self.unwrapped,
+                self.adapter,
+                batch,
+                self.config.grpo,
+                temperature=gen.temperature,
+                max_completion_length=gen.max_completion_length,
+                num_items=num_items,
+                fused=self.config.model.logprobs == "fused",
+            )
             return out.loss, out.kl, out.clip_ratio
 
         loss, kl, clip_ratio = self.dist.forward(self.model, forward)
@@ -99,7 +120,9 @@ class Policy:
             with dist.accumulating(self.model, last=i == ga - 1):
                 out = self.loss(batch, num_items)
                 loss = out.loss if g.loss_type == "dapo" else out.loss / ga
-                finite = dist.deepspeed or dist.all_true(bool(torch.isfinite(loss)))  # DeepSpeed checks itself
+                finite = dist.deepspeed or dist.all_true(
+                    bool(torch.isfinite(loss))
+                )  # DeepSpeed checks itself
                 if finite:
                     dist.backward(self.model, loss, last=i == ga - 1)
             if not finite:  # every rank skips the step
@@ -111,11 +134,16 @@ class Policy:
             per = tokens if g.importance_sampling_level == "token" else float(batch.mask.size(0))
             clips.append((float(out.clip_ratio) * per, per))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = dist.step(self.model, self.optimizer, self.scheduler, params, self.config.optim.max_grad_norm)
+        grad_norm = dist.step(
+            self.model, self.optimizer, self.scheduler, params, self.config.optim.max_grad_norm
+        )
         if not (math.isfinite(grad_norm) and all(math.isfinite(x) for x in losses)):
             return StepResult(finite=False, grad_norm=grad_norm, lr=lr)
         return StepResult(
-            finite=True, loss=dist.mean(sum(losses)), grad_norm=grad_norm, lr=lr,
+            finite=True,
+            loss=dist.mean(sum(losses)),
+            grad_norm=grad_norm,
+            lr=lr,
             kl=dist.sum(sum(x for x, _ in kls)) / max(dist.sum(sum(w for _, w in kls)), 1.0),
             clip_ratio=dist.sum(sum(x for x, _ in clips)) / max(dist.sum(sum(w for _, w in clips)), 1.0),
-        )  # fmt: skip
+        )

@@ -76,11 +76,14 @@ def open_images(sample: Sample, task: str = "", max_decode_pixels: int = MAX_DEC
                 if w * h > max_decode_pixels:
                     raise ValueError(f"{w}×{h} pixels, more than the {max_decode_pixels:,} decoded at most")
                 if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
-                    raise ValueError(f"{w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which the processor refuses")
+                    raise ValueError(
+                        f"{w}×{h}: aspect ratio above {MAX_ASPECT_RATIO:g}, which the processor refuses"
+                    )
                 images.append(image.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - any decoder error is the same problem: this file does not open
-            raise DataError(f"{where}: image {path} does not open ({type(exc).__name__}: {exc})",
-                            field="image") from None  # fmt: skip
+            raise DataError(
+                f"{where}: image {path} does not open ({type(exc).__name__}: {exc})", field="image"
+            ) from None
     return images
 
 
@@ -99,8 +102,13 @@ def truncate_question(sample: Sample, tokenizer: Any, max_tokens: int | None) ->
 MAX_REDRAWS = 200
 
 
-def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: int, dist: Distributed,
-                 counters: Counter[str]) -> list[Prompt]:  # fmt: skip
+def draw_prompts(
+    sampler: MixtureSampler,
+    entries: Sequence[MixtureEntry],
+    n: int,
+    dist: Distributed,
+    counters: Counter[str],
+) -> list[Prompt]:
     """This process's ``n`` prompts of a global batch of ``n × dist.world``, images opened.
 
     Every rank draws the same global batch; each opens the images of its own slots only. A sample whose images
@@ -120,7 +128,9 @@ def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: in
             entry = entries[d.task_index]
             s = entry.samples[d.record_index]
             try:
-                mine[j] = Prompt(entry.task, entry.params, s, open_images(s, entry.task.name), entry=d.task_index)
+                mine[j] = Prompt(
+                    entry.task, entry.params, s, open_images(s, entry.task.name), entry=d.task_index
+                )
             except DataError as exc:  # an unreadable image costs one sample, not the run
                 counters["skipped_samples"] += 1
                 log.warning("skipping a sample: %s", exc)
@@ -131,8 +141,10 @@ def draw_prompts(sampler: MixtureSampler, entries: Sequence[MixtureEntry], n: in
             return [mine[j] for j in range(rank * n, (rank + 1) * n)]
         redraws += len(everywhere)
         if redraws > max(MAX_REDRAWS, 10 * n * world):
-            raise DataError(f"{redraws} samples in a row could not be used (their images do not open), e.g. "
-                            f"{last_error or 'on another process'}: check the data with `vgrpo data check`")  # fmt: skip
+            raise DataError(
+                f"{redraws} samples in a row could not be used (their images do not open), e.g. "
+                f"{last_error or 'on another process'}: check the data with `vgrpo data check`"
+            )
         for j in everywhere:
             slots[j] = sampler.draw()
 
@@ -179,8 +191,9 @@ def _fit(prompt: Prompt, tokenizer: Any, max_tokens: int | None, counters: Count
     return replace(prompt, sample=sample)
 
 
-def _encode(adapter: ModelAdapter, processor: Any, messages: list[Any], images: list[list[Any]],
-            counts: list[int]) -> Any:  # fmt: skip
+def _encode(
+    adapter: ModelAdapter, processor: Any, messages: list[Any], images: list[list[Any]], counts: list[int]
+) -> Any:
     """``adapter.encode`` with the group sizes; an adapter written before ``group_size`` existed gets the rows
     repeated instead (the contract grows the pluggy way)."""
     if "group_size" in inspect.signature(adapter.encode).parameters:

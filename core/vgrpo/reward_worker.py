@@ -61,7 +61,9 @@ def serve(inbox: Connection, outbox: Connection) -> None:
 
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when a run stops, and ends this worker
-    os.dup2(2, 1)  # what plugin code prints (C extensions too) goes to stderr: the parent's stdout stays its own
+    os.dup2(
+        2, 1
+    )  # what plugin code prints (C extensions too) goes to stderr: the parent's stdout stays its own
     inbox, outbox = Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
     exit_with_parent(os.getppid())
     serve(inbox, outbox)

@@ -82,7 +82,9 @@ class Reward:
             )
         lo, hi = self.range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"reward {self.name!r}: range must be finite (min, max) with min < max, got {self.range}")
+            raise ValueError(
+                f"reward {self.name!r}: range must be finite (min, max) with min < max, got {self.range}"
+            )
         allowed = BATCH_ARGS if self.batched else ITEM_ARGS
         params = inspect.signature(self.fn).parameters
         if self.params is not None:
@@ -138,9 +140,10 @@ class Reward:
             if unknown:
                 hint = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
                 raise ParamsError(
-                    f"{where}.{unknown[0]}: unknown param" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    f"{where}.{unknown[0]}: unknown param"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
                     + f". {self._valid_params()}"
-                )  # fmt: skip
+                )
         try:
             return self.params.model_validate(dict(values))
         except ValidationError as exc:
@@ -189,7 +192,9 @@ class Reward:
             given.update(extra)
             values = list(self.fn(**{a: given[a] for a in self.args}))
             if len(values) != len(parsed):
-                raise ValueError(f"reward {self.name!r} returned {len(values)} values for {len(parsed)} items")
+                raise ValueError(
+                    f"reward {self.name!r} returned {len(values)} values for {len(parsed)} items"
+                )
             return values
         out = []
         for p, s, c in zip(parsed, samples, completions):
@@ -267,9 +272,10 @@ def reward_setting(value: Any, where: str) -> tuple[Any, Mapping[str, Any] | Non
     if unknown:
         hint = difflib.get_close_matches(str(unknown[0]), ["weight", "params"], n=1)
         raise ParamsError(
-            f"{where}.{unknown[0]}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            f"{where}.{unknown[0]}: unknown key"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
             + "; expected {weight: <number>, params: {...}} or just the weight"
-        )  # fmt: skip
+        )
     if "weight" not in value:
         raise ParamsError(f"{where}.weight: required (a finite number) when the reward is given as a mapping")
     params = value.get("params")

@@ -42,7 +42,9 @@ def end_of_sequence_mask(ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[tor
     """(mask up to and including the first EOS, truncated flags) for generated ``ids`` ``[N, T]``."""
     is_eos = torch.isin(ids, torch.tensor(list(eos_ids), device=ids.device))
     has_eos = is_eos.any(dim=1)
-    first = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, ids.size(1), dtype=torch.long))
+    first = torch.where(
+        has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, ids.size(1), dtype=torch.long)
+    )
     positions = torch.arange(ids.size(1), device=ids.device).expand_as(ids)
     return (positions <= first.unsqueeze(1)).float(), ~has_eos
 
@@ -59,8 +61,16 @@ def eos_token_ids(model: Any, processor: Any) -> list[int]:
     return ids
 
 
-VISUAL_TOKEN_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-                     "image_token_index", "video_token_index", "boi_token_index", "eoi_token_index")  # fmt: skip
+VISUAL_TOKEN_KEYS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "image_token_index",
+    "video_token_index",
+    "boi_token_index",
+    "eoi_token_index",
+)
 
 
 def visual_token_ids(model: Any) -> list[int]:
@@ -91,7 +101,9 @@ class SeededSampling:
 
     BLOCK = 64  # uniforms drawn per row per generator call (a constant, so streams never depend on the batch)
 
-    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+    def __init__(
+        self, seeds: Sequence[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+    ) -> None:
         self.seeds = list(seeds)
         self.temperature = temperature
         self.top_k = top_k
@@ -117,10 +129,12 @@ class SeededSampling:
             self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         step = self._calls % self.BLOCK
         if step == 0:
-            self._uniforms = torch.stack([
-                torch.rand(self.BLOCK, generator=g, device=scores.device, dtype=torch.float64)
-                for g in self._generators
-            ])  # fmt: skip
+            self._uniforms = torch.stack(
+                [
+                    torch.rand(self.BLOCK, generator=g, device=scores.device, dtype=torch.float64)
+                    for g in self._generators
+                ]
+            )
         self._calls += 1
         assert self._uniforms is not None
         cdf = probs.cumsum(dim=-1)
@@ -149,7 +163,9 @@ def sample(
     """
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = dict(generate_kwargs or {})
-    if not greedy:  # sample the plain softmax the loss assumes (Qwen's generation_config ships a penalty of 1.05)
+    if (
+        not greedy
+    ):  # sample the plain softmax the loss assumes (Qwen's generation_config ships a penalty of 1.05)
         extra["repetition_penalty"] = 1.0
     if greedy:
         extra["do_sample"] = False
@@ -157,8 +173,12 @@ def sample(
         extra["do_sample"] = False
         extra["logits_processor"] = [SeededSampling(seeds, gen.temperature, gen.top_k, gen.top_p)]
     else:
-        extra.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p,
-                     top_k=gen.top_k if gen.top_k > 0 else None)  # fmt: skip
+        extra.update(
+            do_sample=True,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            top_k=gen.top_k if gen.top_k > 0 else None,
+        )
     out = model.generate(
         **inputs,
         **extra,
@@ -169,25 +189,37 @@ def sample(
     )
     completion_ids = out[:, inputs["input_ids"].size(1) :]
     mask, truncated = end_of_sequence_mask(completion_ids, eos_ids)
-    completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id))
+    completion_ids = torch.where(
+        mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id)
+    )
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Rollout(dict(inputs), completion_ids, mask, truncated, texts)
 
 
-def _full_inputs(inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+def _full_inputs(
+    inputs: dict[str, torch.Tensor], completion_ids: torch.Tensor, mask: torch.Tensor
+) -> dict[str, Any]:
     """Prompt + completion as one model input; per-token side tensors are extended with zeros."""
     ids = inputs["input_ids"]
     full = dict(inputs)
     full["input_ids"] = torch.cat([ids, completion_ids], dim=1)
-    full["attention_mask"] = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1)
+    full["attention_mask"] = torch.cat(
+        [inputs["attention_mask"], mask.to(inputs["attention_mask"].dtype)], dim=1
+    )
     for key, value in inputs.items():
-        if key in ("input_ids", "attention_mask") or not torch.is_tensor(value) or value.shape[:2] != ids.shape:
+        if (
+            key in ("input_ids", "attention_mask")
+            or not torch.is_tensor(value)
+            or value.shape[:2] != ids.shape
+        ):
             continue
         full[key] = torch.cat([value, torch.zeros_like(completion_ids, dtype=value.dtype)], dim=1)
     return full
 
 
-def completion_hidden(model: Any, adapter: ModelAdapter, rollout: Rollout) -> tuple[torch.Tensor, torch.nn.Module]:
+def completion_hidden(
+    model: Any, adapter: ModelAdapter, rollout: Rollout
+) -> tuple[torch.Tensor, torch.nn.Module]:
     """(hidden states ``[N, T, H]`` that predict each completion token, the output layer)."""
     full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
     hidden = adapter.hidden_states(model, full)

@@ -55,8 +55,10 @@ class RunLock:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise TrainingError(f"output_dir {self.path.parent} cannot be written ({exc.strerror or exc}): choose "
-                                "another output_dir or fix its permissions") from None  # fmt: skip
+            raise TrainingError(
+                f"output_dir {self.path.parent} cannot be written ({exc.strerror or exc}): choose "
+                "another output_dir or fix its permissions"
+            ) from None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
@@ -80,12 +82,18 @@ class RunLock:
             if pid == os.getpid():  # this process's own lock, from a run object that was not cleaned up
                 self.path.unlink(missing_ok=True)
                 return
-            log.warning("%s: the run that held this output_dir (pid %d, started %s) is gone; taking it over",
-                        self.path.parent, pid, other.get("started", "?"))  # fmt: skip
+            log.warning(
+                "%s: the run that held this output_dir (pid %d, started %s) is gone; taking it over",
+                self.path.parent,
+                pid,
+                other.get("started", "?"),
+            )
             self.path.unlink(missing_ok=True)
             return
         if not other:
-            raise TrainingError(f"{self.path}: an unreadable run lock; if no run uses {self.path.parent}, delete it")
+            raise TrainingError(
+                f"{self.path}: an unreadable run lock; if no run uses {self.path.parent}, delete it"
+            )
         raise TrainingError(
             f"{self.path.parent} is in use by another run (pid {pid} on {other_host}, started "
             f"{other.get('started', '?')}): wait for it, stop it, or set output_dir to another folder"
@@ -100,8 +108,12 @@ class RunLock:
 
 def previous_run_files(output_dir: Path) -> list[Path]:
     """The checkpoints and run files of an earlier run in ``output_dir``."""
-    found = [p for _, p in checkpoints(output_dir)] + [output_dir / n for n in RUN_FILES if (output_dir / n).exists()]
-    if all(p.name == "config.yaml" for p in found):  # a config alone is no run (a run that failed at start-up)
+    found = [p for _, p in checkpoints(output_dir)] + [
+        output_dir / n for n in RUN_FILES if (output_dir / n).exists()
+    ]
+    if all(
+        p.name == "config.yaml" for p in found
+    ):  # a config alone is no run (a run that failed at start-up)
         return []
     return found
 

@@ -36,9 +36,18 @@ NAME_RULE = (
 )
 # Names the generated modules (rewards.py, __init__.py, the tests) use themselves: a reward function called
 # like one of them would shadow it, and one called test_* would be taken for a test.
-_MODULE_NAMES = frozenset({
-    "vgrpo", "annotations", "SOFT_LIMIT", "HARD_LIMIT", "json", "pytest", "check_reward", "vgrpo_rewards",
-})  # fmt: skip
+_MODULE_NAMES = frozenset(
+    {
+        "vgrpo",
+        "annotations",
+        "SOFT_LIMIT",
+        "HARD_LIMIT",
+        "json",
+        "pytest",
+        "check_reward",
+        "vgrpo_rewards",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,11 @@ def plugin_names(name: str) -> PluginNames:
             raise refuse(f"part {part!r} starts with a digit")
         if not _PART.match(part):
             bad = sorted({c for c in part if not (c.isascii() and (c.islower() or c.isdigit() or c == "_"))})
-            raise refuse(f"part {part!r} has characters other than a-z, 0-9 and '_': {bad}" if bad else
-                         f"part {part!r} does not start with a letter")  # fmt: skip
+            raise refuse(
+                f"part {part!r} has characters other than a-z, 0-9 and '_': {bad}"
+                if bad
+                else f"part {part!r} does not start with a letter"
+            )
         if keyword.iskeyword(part):
             raise refuse(f"part {part!r} is a Python keyword")
     if parts[0] == "vgrpo":

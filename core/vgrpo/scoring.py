@@ -83,7 +83,9 @@ def apply_reward(
         if len(parsed) > 1:  # find which items fail: retry one by one
             values, errors = [], []
             for i in range(len(parsed)):
-                v, e = apply_reward(reward, parsed[i : i + 1], samples[i : i + 1], params, completions[i : i + 1])
+                v, e = apply_reward(
+                    reward, parsed[i : i + 1], samples[i : i + 1], params, completions[i : i + 1]
+                )
                 values += v
                 errors += e
             return values, errors
@@ -123,7 +125,8 @@ def resolve_weights(
             hint = difflib.get_close_matches(str(name), valid, n=1)
             raise ParamsError(
                 f"reward weights: unknown reward {name!r} for task {task.name!r}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid: {valid}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; valid: {valid}"
             )
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ParamsError(f"reward weights: {name!r} must be a finite number, got {w!r}")
@@ -207,9 +210,17 @@ def score_rollout(
         rows = [i for i, x in enumerate(entry_of_row) if x == e]
         if rows:
             rows_of.append((entry, rows))
-            calls.append({"task": entry.task, "completions": [completions[i] for i in rows],
-                          "samples": [samples[i] for i in rows], "params": entry.params, "weights": entry.weights,
-                          "plugin_rewards": plugin_rewards, "failures": Counter()})  # fmt: skip
+            calls.append(
+                {
+                    "task": entry.task,
+                    "completions": [completions[i] for i in rows],
+                    "samples": [samples[i] for i in rows],
+                    "params": entry.params,
+                    "weights": entry.weights,
+                    "plugin_rewards": plugin_rewards,
+                    "failures": Counter(),
+                }
+            )
     if pool is not None:
         results = pool.score_many(calls)
     else:
@@ -220,8 +231,11 @@ def score_rollout(
         task_failures: Counter[str] = call["failures"]
         for i, r in zip(rows, scores):
             totals[i] = r.reward
-            values = {"parse_rate": float(r.parsed is not None), **_task_stats(entry.task, r.parsed, task_failures),
-                      **r.rewards}  # fmt: skip
+            values = {
+                "parse_rate": float(r.parsed is not None),
+                **_task_stats(entry.task, r.parsed, task_failures),
+                **r.rewards,
+            }
             stats.add(entry.task.name, values, reward=r.reward, length=float(lengths[i]))
         for key, n in task_failures.items():  # every failure named by its task: <task>/<parse|reward>/<kind>
             stats.failures[f"{entry.task.name}/{key}"] += n

@@ -26,7 +26,11 @@ def validate_task(task: Task) -> list[str]:
         Version(str(task.version))
     except InvalidVersion:
         problems.append(f"version {task.version!r} is not a PEP 440 version")
-    if not isinstance(task.description, str) or not task.description.strip() or "\n" in task.description.strip():
+    if (
+        not isinstance(task.description, str)
+        or not task.description.strip()
+        or "\n" in task.description.strip()
+    ):
         problems.append("description must be one non-empty line")
 
     params = None
@@ -61,7 +65,11 @@ def validate_task(task: Task) -> list[str]:
         unknown = [k for k in task.default_weights if k not in names]
         if unknown:
             problems.append(f"default_weights name unknown rewards {unknown}; rewards are {names}")
-        bad = [k for k, w in task.default_weights.items() if not isinstance(w, (int, float)) or not math.isfinite(w)]
+        bad = [
+            k
+            for k, w in task.default_weights.items()
+            if not isinstance(w, (int, float)) or not math.isfinite(w)
+        ]
         if bad:
             problems.append(f"default_weights must be finite numbers: {bad}")
 

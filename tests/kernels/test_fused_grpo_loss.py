@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,20 +46,39 @@ def test_loss_and_gradients_match_trl(loss_type, level, beta, chunk_size, trl_tr
     temperature, eps, eps_high = 0.9, 0.2, 0.28
     hid, w, ids, mask, old, ref, adv = batch()
     out = fused_grpo_loss(
-        hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, loss_type=loss_type, epsilon=eps, epsilon_high=eps_high,
-        beta=beta, importance_sampling_level=level, max_completion_length=MAX_LEN, temperature=temperature,
+        hid,
+        w,
+        ids,
+        adv,
+        mask,
+        old_logps=old,
+        ref_logps=ref,
+        loss_type=loss_type,
+        epsilon=eps,
+        epsilon_high=eps_high,
+        beta=beta,
+        importance_sampling_level=level,
+        max_completion_length=MAX_LEN,
+        temperature=temperature,
         chunk_size=chunk_size,
-    )  # fmt: skip
+    )
     gh, gw = torch.autograd.grad(out.loss, (hid, w))
 
     rh, rw = hid.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
     logps = naive_logps(rh, rw, ids, temperature)
     inputs = {
-        "prompt_ids": torch.zeros(B, 1, dtype=torch.long), "prompt_mask": torch.ones(B, 1, dtype=torch.long),
-        "completion_ids": ids.clamp(min=0), "completion_mask": mask, "advantages": adv,
-        "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum(),
-    }  # fmt: skip
-    fake = trl_trainer(logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level, max_len=MAX_LEN)
+        "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 1, dtype=torch.long),
+        "completion_ids": ids.clamp(min=0),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum(),
+    }
+    fake = trl_trainer(
+        logps, loss_type=loss_type, beta=beta, eps=eps, eps_high=eps_high, level=level, max_len=MAX_LEN
+    )
     trl_loss = GRPOTrainer._compute_loss(fake, None, inputs)
     th, tw = torch.autograd.grad(trl_loss, (rh, rw))
 
@@ -68,7 +86,9 @@ def test_loss_and_gradients_match_trl(loss_type, level, beta, chunk_size, trl_tr
     torch.testing.assert_close(gh, th, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(gw, tw, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(out.logps, logps.detach() * mask, atol=1e-5, rtol=1e-5)
-    assert out.clip_ratio.item() == pytest.approx(fake._metrics["train"]["clip_ratio/region_mean"][0], abs=1e-6)
+    assert out.clip_ratio.item() == pytest.approx(
+        fake._metrics["train"]["clip_ratio/region_mean"][0], abs=1e-6
+    )
     assert 0 < out.clip_ratio.item() < 1  # the inputs exercise clipping
     if beta:
         assert out.kl.item() == pytest.approx(fake._metrics["train"]["kl"][0], rel=1e-4)
@@ -110,7 +130,9 @@ def test_on_policy_default_and_defaults_match_vgrpo_loss():
 def test_dapo_normalises_by_num_items():
     hid, w, ids, mask, old, ref, adv = batch(seed=4)
     a = fused_grpo_loss(hid, w, ids, adv, mask, old_logps=old, loss_type="dapo").loss
-    b = fused_grpo_loss(hid, w, ids, adv, mask, old_logps=old, loss_type="dapo", num_items=4 * mask.sum()).loss
+    b = fused_grpo_loss(
+        hid, w, ids, adv, mask, old_logps=old, loss_type="dapo", num_items=4 * mask.sum()
+    ).loss
     torch.testing.assert_close(b * 4, a)
 
 
@@ -183,8 +205,9 @@ def test_never_materialises_the_batch_logits():
 
     hid, w, ids, mask, old, ref, adv = batch(seed=10)
     with Largest():
-        fused_grpo_loss(hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, beta=0.04, chunk_size=8,
-                        return_entropy=True).loss.backward()  # fmt: skip
+        fused_grpo_loss(
+            hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, beta=0.04, chunk_size=8, return_entropy=True
+        ).loss.backward()
     assert Largest.largest <= max(8 * V, V * H) < mask.sum() * V  # a chunk's logits, or grad_weight
 
 

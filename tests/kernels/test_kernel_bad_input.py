@@ -15,13 +15,19 @@ def args(n=4, h=8, v=10, dtype=torch.float32):
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda h, w, t: (h, w, torch.tensor([0, 1, 10, 2])), r"targets\[2\] = 10 is outside the vocabulary \[0, 10\)"),
+        (
+            lambda h, w, t: (h, w, torch.tensor([0, 1, 10, 2])),
+            r"targets\[2\] = 10 is outside the vocabulary \[0, 10\)",
+        ),
         (lambda h, w, t: (h, w, torch.tensor([0, -5, 1, 2])), r"targets\[1\] = -5 .* or ignore_index=-100"),
         (lambda h, w, t: (h, w, t[:3]), r"targets must have hidden's leading shape \(4,\)"),
         (lambda h, w, t: (h, w[:, :7], t), r"hidden size mismatch: hidden has H=8"),
         (lambda h, w, t: (h[0], w, t), r"hidden must be \[\.\.\., H\]"),
         (lambda h, w, t: (h, w[None], t), r"weight must be \[V, H\]"),
-        (lambda h, w, t: (h, w.double(), t), r"weight dtype torch.float64 differs from hidden dtype torch.float32"),
+        (
+            lambda h, w, t: (h, w.double(), t),
+            r"weight dtype torch.float64 differs from hidden dtype torch.float32",
+        ),
         (lambda h, w, t: (h.double(), w.double(), t), r"hidden must be float32, bfloat16 or float16"),
         (lambda h, w, t: (h, w, t.float()), r"targets must be an integer tensor"),
         (lambda h, w, t: (h, w, t.to("meta")), r"must be on one device"),
@@ -89,7 +95,13 @@ def grpo_args():
 )
 def test_fused_grpo_loss_rejects(change, match):
     h, w, ids, adv, mask = grpo_args()
-    kw = dict(hidden=h, weight=w, targets=ids if "hidden" not in change else ids.reshape(-1), advantages=adv, mask=mask)
+    kw = dict(
+        hidden=h,
+        weight=w,
+        targets=ids if "hidden" not in change else ids.reshape(-1),
+        advantages=adv,
+        mask=mask,
+    )
     kw.update(change)
     with pytest.raises(ValueError, match=match):
         fused_grpo_loss(**kw)

@@ -31,14 +31,38 @@ def test_every_implementation_computes_the_same_loss_and_gradients(rows):
 def test_targets_compare_vgrpo_with_naive_and_liger():
     row = lambda impl, s, m: {"impl": impl, "seconds": s, "peak_mib": m}  # noqa: E731
     met = targets_met([row("naive", 2.0, 1000), row("liger", 2.5, 400), row("vgrpo", 1.5, 300)])
-    assert met == {"memory <= 0.35x naive": True, "time <= 1.1x naive": True, "memory < liger": True, "time <= liger": True}
+    assert met == {
+        "memory <= 0.35x naive": True,
+        "time <= 1.1x naive": True,
+        "memory < liger": True,
+        "time <= liger": True,
+    }
     met = targets_met([row("naive", 2.0, 1000), row("liger", 1.0, 200), row("vgrpo", 2.3, 360)])
     assert not any(met.values())
 
 
 def test_cli_json_for_one_implementation():
-    cmd = [sys.executable, "-m", "vgrpo.bench", "logprobs", "--impl", "vgrpo", "--tokens", "32", "--hidden", "8",
-           "--vocab", "100", "--seq-len", "8", "--reps", "1", "--warmup", "0", "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vgrpo.bench",
+        "logprobs",
+        "--impl",
+        "vgrpo",
+        "--tokens",
+        "32",
+        "--hidden",
+        "8",
+        "--vocab",
+        "100",
+        "--seq-len",
+        "8",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]
     doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert doc["benchmark"] == "logprobs" and doc["vocab"] == 100
     (row,) = doc["results"]

@@ -46,7 +46,9 @@ def inputs(n, h, v, dtype, *, seed=0, bias=False, shape=None):
 def check_against_reference(hid, w, t, b, *, temperature, entropy, chunk_size, seed=1):
     """Values and gradients of g . logp (+ g_ent . entropy) match the reference."""
     dtype = hid.dtype
-    out = token_logprobs(hid, w, t, temperature=temperature, bias=b, return_entropy=entropy, chunk_size=chunk_size)
+    out = token_logprobs(
+        hid, w, t, temperature=temperature, bias=b, return_entropy=entropy, chunk_size=chunk_size
+    )
     logp, ent = out if entropy else (out, None)
     assert logp.dtype == torch.float32 and logp.shape == t.shape
     gen = torch.Generator().manual_seed(seed)
@@ -63,7 +65,9 @@ def check_against_reference(hid, w, t, b, *, temperature, entropy, chunk_size, s
     ref_loss = (ref_logp * g).sum() + ((ref_ent * g_ent).sum() if entropy else 0)
     ref_grads = torch.autograd.grad(ref_loss, ref_params)
 
-    torch.testing.assert_close(logp.double(), ref_logp.detach(), atol=5e-6 * max(1, abs(math.log(w.shape[0]))), rtol=1e-5)
+    torch.testing.assert_close(
+        logp.double(), ref_logp.detach(), atol=5e-6 * max(1, abs(math.log(w.shape[0]))), rtol=1e-5
+    )
     if entropy:
         torch.testing.assert_close(ent.double(), ref_ent.detach(), atol=2e-5, rtol=1e-5)
     for name, got, want in zip(("hidden", "weight", "bias"), grads, ref_grads):
@@ -168,7 +172,9 @@ def test_non_finite_hidden_rows_poison_only_their_own_log_probs():
     finite[[2, 5]] = False
     assert not torch.isfinite(logp[2]) and not torch.isfinite(logp[5])
     assert torch.isfinite(logp[finite]).all() and torch.isfinite(ent[finite]).all()
-    torch.testing.assert_close(logp[finite].double(), reference(bad[finite], w.detach(), t[finite])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logp[finite].double(), reference(bad[finite], w.detach(), t[finite])[0], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_minus_infinity_bias_masks_tokens_without_nan_entropy():

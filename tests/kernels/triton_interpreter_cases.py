@@ -56,14 +56,18 @@ def test_token_logprobs_values_and_gradients(dtype, entropy):
     b = torch.randn(vocab, generator=gen).to(dtype).requires_grad_(True)
     t = torch.randint(0, vocab, (n,), generator=gen)
     t[3] = -100
-    out = token_logprobs(h, w, t, temperature=temperature, bias=b, return_entropy=entropy, chunk_size=20, backend="triton")
+    out = token_logprobs(
+        h, w, t, temperature=temperature, bias=b, return_entropy=entropy, chunk_size=20, backend="triton"
+    )
     logp, ent = out if entropy else (out, None)
     g, g_ent = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
     grads = torch.autograd.grad((logp * g).sum() + ((ent * g_ent).sum() if entropy else 0), (h, w, b))
 
     params = [x.detach().double().requires_grad_(True) for x in (h, w, b)]
     ref_logp, ref_ent = reference(params[0], params[1], t, temperature, params[2])
-    ref_grads = torch.autograd.grad((ref_logp * g).sum() + ((ref_ent * g_ent).sum() if entropy else 0), params)
+    ref_grads = torch.autograd.grad(
+        (ref_logp * g).sum() + ((ref_ent * g_ent).sum() if entropy else 0), params
+    )
     torch.testing.assert_close(logp.double(), ref_logp.detach(), atol=1e-5, rtol=1e-5)
     if entropy:
         torch.testing.assert_close(ent.double(), ref_ent.detach(), atol=2e-5, rtol=1e-5)
@@ -98,7 +102,11 @@ def test_non_finite_rows_stay_in_their_rows():
     logp, ent = token_logprobs(h, w, t, return_entropy=True, backend="triton")
     ok = torch.ones(20, dtype=torch.bool)
     ok[[4, 17]] = False
-    assert not torch.isfinite(logp[~ok]).any() and torch.isfinite(logp[ok]).all() and torch.isfinite(ent[ok]).all()
+    assert (
+        not torch.isfinite(logp[~ok]).any()
+        and torch.isfinite(logp[ok]).all()
+        and torch.isfinite(ent[ok]).all()
+    )
     torch.testing.assert_close(logp[ok].double(), reference(h[ok], w, t[ok])[0], atol=1e-5, rtol=1e-5)
 
 
@@ -117,9 +125,26 @@ def test_fused_grpo_loss_matches_the_reference(loss_type, level):
     old = base + 0.3 * torch.randn(b, t, generator=gen)
     ref = base + 0.2 * torch.randn(b, t, generator=gen)
     adv = torch.randn(b, generator=gen)
-    kw = dict(loss_type=loss_type, epsilon_high=0.28, beta=0.04, importance_sampling_level=level, max_completion_length=8)
-    out = fused_grpo_loss(h, w, ids, adv, mask, old_logps=old, ref_logps=ref, temperature=temperature,
-                          chunk_size=12, backend="triton", **kw)  # fmt: skip
+    kw = dict(
+        loss_type=loss_type,
+        epsilon_high=0.28,
+        beta=0.04,
+        importance_sampling_level=level,
+        max_completion_length=8,
+    )
+    out = fused_grpo_loss(
+        h,
+        w,
+        ids,
+        adv,
+        mask,
+        old_logps=old,
+        ref_logps=ref,
+        temperature=temperature,
+        chunk_size=12,
+        backend="triton",
+        **kw,
+    )
     gh, gw = torch.autograd.grad(out.loss, (h, w))
     rh, rw = h.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
     logps = F.log_softmax(rh @ rw.t() / temperature, -1).gather(-1, ids[..., None]).squeeze(-1)
@@ -197,6 +222,7 @@ def test_the_forward_holds_no_logits_and_the_backward_one_chunk():
     assert bwd.largest <= 12 * vocab  # one chunk of logit gradients
     ids = t.reshape(4, 12)
     with _LargestTensor() as fused:
-        fused_grpo_loss(h.reshape(4, 12, 8), w, ids, torch.randn(4), torch.ones(4, 12), chunk_size=12,
-                        backend="triton").loss.backward()  # fmt: skip
+        fused_grpo_loss(
+            h.reshape(4, 12, 8), w, ids, torch.randn(4), torch.ones(4, 12), chunk_size=12, backend="triton"
+        ).loss.backward()
     assert fused.largest <= 12 * vocab

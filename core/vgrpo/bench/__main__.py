@@ -12,9 +12,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     from vgrpo.bench import logprobs, rewards, step
 
-    rewards.add_arguments(sub.add_parser("rewards", help="completions scored per second, per task, on one core"))
-    logprobs.add_arguments(sub.add_parser("logprobs", help="per-token log-probs + GRPO loss: fwd+bwd time, peak memory"))
-    step.add_arguments(sub.add_parser("step", help="one GRPO optimizer step, vgrpo vs TRL's GRPOTrainer: time, peak memory"))
+    rewards.add_arguments(
+        sub.add_parser("rewards", help="completions scored per second, per task, on one core")
+    )
+    logprobs.add_arguments(
+        sub.add_parser("logprobs", help="per-token log-probs + GRPO loss: fwd+bwd time, peak memory")
+    )
+    step.add_arguments(
+        sub.add_parser("step", help="one GRPO optimizer step, vgrpo vs TRL's GRPOTrainer: time, peak memory")
+    )
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 

@@ -173,9 +173,14 @@ def step_fn(impl: str, x: dict[str, Any], temperature: float) -> Callable[[], An
         from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
 
         fn = LigerFusedLinearGRPOLoss(
-            beta=LOSS["beta"], compiled=False, use_ref_model=True, epsilon_low=LOSS["epsilon"],
-            epsilon_high=LOSS["epsilon_high"], loss_type=LOSS["loss_type"], temperature=temperature,
-        )  # fmt: skip
+            beta=LOSS["beta"],
+            compiled=False,
+            use_ref_model=True,
+            epsilon_low=LOSS["epsilon"],
+            epsilon_high=LOSS["epsilon_high"],
+            loss_type=LOSS["loss_type"],
+            temperature=temperature,
+        )
 
         def run() -> Any:
             loss, _ = fn(
@@ -189,9 +194,16 @@ def step_fn(impl: str, x: dict[str, Any], temperature: float) -> Callable[[], An
 
         def run() -> Any:
             out = fused_grpo_loss(
-                h, w, ids, x["adv"], x["mask"], old_logps=x["old"], ref_logps=x["ref"],
-                temperature=temperature, **LOSS,  # type: ignore[arg-type]
-            )  # fmt: skip
+                h,
+                w,
+                ids,
+                x["adv"],
+                x["mask"],
+                old_logps=x["old"],
+                ref_logps=x["ref"],
+                temperature=temperature,
+                **LOSS,  # type: ignore[arg-type]
+            )
             out.loss.backward()
             return out.loss
 
@@ -210,9 +222,18 @@ def step_fn(impl: str, x: dict[str, Any], temperature: float) -> Callable[[], An
 
 
 def measure(
-    impl: str, tokens: int, hidden: int, vocab: int, *, device: str = "cpu", dtype: str = "float32",
-    seq_len: int = 128, reps: int = 3, warmup: int = 1, temperature: float = 1.0,
-) -> dict[str, Any]:  # fmt: skip
+    impl: str,
+    tokens: int,
+    hidden: int,
+    vocab: int,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seq_len: int = 128,
+    reps: int = 3,
+    warmup: int = 1,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
     """Median fwd+bwd seconds and peak extra memory of one implementation, in this process."""
     import torch
 
@@ -236,14 +257,22 @@ def measure(
     seconds = statistics.median(times)
     flops = 6 * tokens * hidden * vocab
     return {
-        "impl": impl, "tokens": x["ids"].numel(), "hidden": hidden, "vocab": vocab, "device": device,
-        "dtype": dtype, "seconds": round(seconds, 4), "times": [round(t, 4) for t in times],
-        "peak_mib": round(peak / MIB, 1), "tflops": round(flops / seconds / 1e12, 3),
+        "impl": impl,
+        "tokens": x["ids"].numel(),
+        "hidden": hidden,
+        "vocab": vocab,
+        "device": device,
+        "dtype": dtype,
+        "seconds": round(seconds, 4),
+        "times": [round(t, 4) for t in times],
+        "peak_mib": round(peak / MIB, 1),
+        "tflops": round(flops / seconds / 1e12, 3),
         "loss": float(loss.detach()),  # type: ignore[union-attr]
         "grad_weight_norm": float(x["weight"].grad.float().norm()),
         "grad_hidden_norm": float(x["hidden"].grad.float().norm()),
-        "memory_method": mem.method, "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "memory_method": mem.method,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,10 +301,25 @@ def _run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _shared_args(args: argparse.Namespace) -> list[str]:
     return [
-        "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
-        "--device", args.device, "--dtype", args.dtype, "--seq-len", str(args.seq_len), "--reps", str(args.reps),
-        "--warmup", str(args.warmup), "--temperature", str(args.temperature),
-    ]  # fmt: skip
+        "--tokens",
+        str(args.tokens),
+        "--hidden",
+        str(args.hidden),
+        "--vocab",
+        str(args.vocab),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--seq-len",
+        str(args.seq_len),
+        "--reps",
+        str(args.reps),
+        "--warmup",
+        str(args.warmup),
+        "--temperature",
+        str(args.temperature),
+    ]
 
 
 def targets_met(rows: list[dict[str, Any]]) -> dict[str, bool | None]:
@@ -313,9 +357,15 @@ def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         tx = f"{r['seconds'] / naive['seconds']:.2f}" if naive else ""
         mx = f"{r['peak_mib'] / naive['peak_mib']:.2f}" if naive and naive["peak_mib"] > 0 else ""
         table.add_row(
-            r["impl"], f"{r['seconds']:.3f}", tx, f"{r['peak_mib']:,.0f}", mx, f"{r['tflops']:.3f}",
-            f"{r['loss']:.6f}", f"{r['grad_weight_norm']:.6f}",
-        )  # fmt: skip
+            r["impl"],
+            f"{r['seconds']:.3f}",
+            tx,
+            f"{r['peak_mib']:,.0f}",
+            mx,
+            f"{r['tflops']:.3f}",
+            f"{r['loss']:.6f}",
+            f"{r['grad_weight_norm']:.6f}",
+        )
     console = Console(width=max(Console().width, 120))  # a pipe would get 80 columns and truncated names
     console.print(table)
     for name, ok in targets_met(rows).items():
@@ -326,17 +376,32 @@ def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     meta = {
-        "benchmark": "logprobs", "tokens": args.tokens, "hidden": args.hidden, "vocab": args.vocab,
-        "device": args.device, "dtype": args.dtype, "machine": _machine(args.device),
-        "date": date.today().isoformat(), "reps": args.reps, "warmup": args.warmup,
-    }  # fmt: skip
+        "benchmark": "logprobs",
+        "tokens": args.tokens,
+        "hidden": args.hidden,
+        "vocab": args.vocab,
+        "device": args.device,
+        "dtype": args.dtype,
+        "machine": _machine(args.device),
+        "date": date.today().isoformat(),
+        "reps": args.reps,
+        "warmup": args.warmup,
+    }
     if args.impl == "all":
         rows = _run_all(args)
     else:
         row = measure(
-            args.impl, args.tokens, args.hidden, args.vocab, device=args.device, dtype=args.dtype,
-            seq_len=args.seq_len, reps=args.reps, warmup=args.warmup, temperature=args.temperature,
-        )  # fmt: skip
+            args.impl,
+            args.tokens,
+            args.hidden,
+            args.vocab,
+            device=args.device,
+            dtype=args.dtype,
+            seq_len=args.seq_len,
+            reps=args.reps,
+            warmup=args.warmup,
+            temperature=args.temperature,
+        )
         rows = [row]
     if args.json:
         print(json.dumps({**meta, "results": rows, "targets": targets_met(rows)}, indent=2))
@@ -346,7 +411,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--impl", default="all", choices=(*IMPLS, "all"), help="implementation (default: all)")
+    parser.add_argument(
+        "--impl", default="all", choices=(*IMPLS, "all"), help="implementation (default: all)"
+    )
     parser.add_argument("--tokens", type=int, default=1024, help="completion tokens N (default 1024)")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size H (default 256)")
     parser.add_argument("--vocab", type=int, default=151_936, help="vocabulary V (default 151,936: Qwen2.5)")

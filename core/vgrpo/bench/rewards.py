@@ -40,7 +40,12 @@ def thinking(rng: random.Random, words: int = 100) -> str:
 
 def _box(rng: random.Random, w: float = 640, h: float = 480) -> list[float]:
     x1, y1 = rng.uniform(0, w * 0.8), rng.uniform(0, h * 0.8)
-    return [round(x1), round(y1), round(min(w, x1 + rng.uniform(10, w * 0.3))), round(min(h, y1 + rng.uniform(10, h * 0.3)))]
+    return [
+        round(x1),
+        round(y1),
+        round(min(w, x1 + rng.uniform(10, w * 0.3))),
+        round(min(h, y1 + rng.uniform(10, h * 0.3))),
+    ]
 
 
 def _jitter(rng: random.Random, box: list[float], px: float = 12) -> list[float]:
@@ -92,7 +97,9 @@ def _count(rng: random.Random) -> tuple[dict[str, Any], list[str]]:
     for _ in range(GROUP):
         guess = n if rng.random() < 0.6 else max(0, n + rng.choice([-2, -1, 1, 2]))
         answer = str(guess) if rng.random() < 0.7 else f"There are {guess} objects."
-        outs.append(f"<think>{thinking(rng)} I count {rng.randint(0, 20)} so far.</think>\n<answer>{answer}</answer>")
+        outs.append(
+            f"<think>{thinking(rng)} I count {rng.randint(0, 20)} so far.</think>\n<answer>{answer}</answer>"
+        )
     return {"solution": n}, outs
 
 
@@ -180,7 +187,11 @@ def pin_one_core() -> str:
 def run(args: argparse.Namespace) -> int:
     pinned = pin_one_core()
     rows = [measure(t, args.n, args.seconds) for t in args.tasks.split(",")]
-    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": date.today().isoformat(), "cpu": pinned}
+    meta = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "date": date.today().isoformat(),
+        "cpu": pinned,
+    }
     if args.json:
         print(json.dumps({"benchmark": "rewards", **meta, "results": rows}, indent=2))
         return 0
@@ -190,9 +201,14 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         meets = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "[red]NO[/red]")
         table.add_row(
-            r["task"], f"{r['per_second']:,.0f}", f"{r['median_per_second']:,.0f}",
-            f"{r['target']:,}" if r["target"] else "", meets, f"{r['mean_reward']:.3f}", str(r["items_with_failures"]),
-        )  # fmt: skip
+            r["task"],
+            f"{r['per_second']:,.0f}",
+            f"{r['median_per_second']:,.0f}",
+            f"{r['target']:,}" if r["target"] else "",
+            meets,
+            f"{r['mean_reward']:.3f}",
+            str(r["items_with_failures"]),
+        )
     Console().print(table)
     return 0
 
@@ -200,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="rec,ovd,count,math", help="comma-separated built-in tasks")
     parser.add_argument("-n", type=int, default=1024, help="completions per batch (default 1024)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per task (default 2)")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="minimum timed seconds per task (default 2)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)

@@ -73,26 +73,41 @@ def prepare(workdir: str | Path, seed: int, task: str) -> tuple[Path, Path]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "task": args.task, "num_generations": args.num_generations, "prompts_per_step": args.prompts,
-        "completions_per_step": args.num_generations * args.prompts, "max_completion_length": args.max_new_tokens,
-        "fixed_length": not args.free_length, "temperature": args.temperature, "lr": args.lr,
-        "loss_type": args.loss_type, "beta": args.beta, "gradient_checkpointing": args.gradient_checkpointing,
-        "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
-    }  # fmt: skip
+        "task": args.task,
+        "num_generations": args.num_generations,
+        "prompts_per_step": args.prompts,
+        "completions_per_step": args.num_generations * args.prompts,
+        "max_completion_length": args.max_new_tokens,
+        "fixed_length": not args.free_length,
+        "temperature": args.temperature,
+        "lr": args.lr,
+        "loss_type": args.loss_type,
+        "beta": args.beta,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "seed": args.seed,
+    }
 
 
-def _summary(impl: str, times: list[float], intervals: list[float], lengths: list[float], mem: Any,
-             peak: int) -> dict[str, Any]:  # fmt: skip
+def _summary(
+    impl: str, times: list[float], intervals: list[float], lengths: list[float], mem: Any, peak: int
+) -> dict[str, Any]:
     import torch
 
     return {
-        "impl": impl, "step_s": round(statistics.median(times), 4), "mean_s": round(statistics.fmean(times), 4),
-        "interval_s": round(statistics.median(intervals or times), 4), "times": [round(t, 4) for t in times],
-        "peak_rss_mib": round((mem.base + peak) / MIB, 1), "step_peak_mib": round(peak / MIB, 1),
+        "impl": impl,
+        "step_s": round(statistics.median(times), 4),
+        "mean_s": round(statistics.fmean(times), 4),
+        "interval_s": round(statistics.median(intervals or times), 4),
+        "times": [round(t, 4) for t in times],
+        "peak_rss_mib": round((mem.base + peak) / MIB, 1),
+        "step_peak_mib": round(peak / MIB, 1),
         "baseline_rss_mib": round(mem.base / MIB, 1),
         "completion_length": round(statistics.fmean(lengths), 2) if lengths else None,
-        "memory_method": mem.method, "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "memory_method": mem.method,
+        "threads": torch.get_num_threads(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,19 +120,32 @@ def measure_vgrpo(args: argparse.Namespace, model_dir: Path, data: Path, output_
     from vgrpo.config import TrainConfig
     from vgrpo.trainer import Trainer
 
-    config = TrainConfig.model_validate({
-        "output_dir": str(output_dir), "seed": args.seed,
-        "model": {"name_or_path": str(model_dir), "dtype": "float32", "attn_implementation": "sdpa",
-                  "freeze_vision": True, "gradient_checkpointing": args.gradient_checkpointing},
-        "tasks": [{"task": args.task, "data": [str(data)]}],
-        "grpo": {"num_generations": args.num_generations, "beta": args.beta, "loss_type": args.loss_type},
-        "generation": {"max_completion_length": args.max_new_tokens, "temperature": args.temperature},
-        "optim": {"lr": args.lr, "lr_scheduler": "constant", "prompts_per_step": args.prompts,
-                  "gradient_accumulation_steps": 1, "max_steps": args.warmup + args.steps},
-        "rewards": {"workers": 0},
-        "logging": {"tensorboard": False, "completions_every": 0},
-        "checkpoint": {"resume": "never", "every": 10**6},
-    })  # fmt: skip
+    config = TrainConfig.model_validate(
+        {
+            "output_dir": str(output_dir),
+            "seed": args.seed,
+            "model": {
+                "name_or_path": str(model_dir),
+                "dtype": "float32",
+                "attn_implementation": "sdpa",
+                "freeze_vision": True,
+                "gradient_checkpointing": args.gradient_checkpointing,
+            },
+            "tasks": [{"task": args.task, "data": [str(data)]}],
+            "grpo": {"num_generations": args.num_generations, "beta": args.beta, "loss_type": args.loss_type},
+            "generation": {"max_completion_length": args.max_new_tokens, "temperature": args.temperature},
+            "optim": {
+                "lr": args.lr,
+                "lr_scheduler": "constant",
+                "prompts_per_step": args.prompts,
+                "gradient_accumulation_steps": 1,
+                "max_steps": args.warmup + args.steps,
+            },
+            "rewards": {"workers": 0},
+            "logging": {"tensorboard": False, "completions_every": 0},
+            "checkpoint": {"resume": "never", "every": 10**6},
+        }
+    )
     trainer = Trainer(config)
     trainer.setup()
     if not args.free_length:
@@ -166,7 +194,9 @@ def _trl_dataset(task: Any, params: Any, samples: list[Any]) -> Any:
 def _trl_reward(task: Any, params: Any, samples: list[Any]) -> Any:
     from vgrpo.scoring import score
 
-    def reward(prompts: list[Any], completions: list[Any], sample_index: list[int], **kwargs: Any) -> list[float]:
+    def reward(
+        prompts: list[Any], completions: list[Any], sample_index: list[int], **kwargs: Any
+    ) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [r.reward for r in score(task, texts, [samples[i] for i in sample_index], params)]
 
@@ -193,27 +223,52 @@ def trl_trainer(
     from vgrpo.models.adapters import ModelAdapter
     from vgrpo.rollout import visual_token_ids
 
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
     for _, param in ModelAdapter().vision_parameters(model):  # vgrpo's freeze_vision rule
         param.requires_grad_(False)
     processor = AutoProcessor.from_pretrained(model_dir)  # what a TRL user writes
-    processor.tokenizer.padding_side = "left"  # as TRL sets when it loads the processor itself (prompts left-padded)
+    processor.tokenizer.padding_side = (
+        "left"  # as TRL sets when it loads the processor itself (prompts left-padded)
+    )
     generation_kwargs: dict[str, Any] = {"suppress_tokens": visual_token_ids(model)}
     if not args.free_length:
         generation_kwargs["min_new_tokens"] = args.max_new_tokens
     config = GRPOConfig(
-        output_dir=str(output_dir), per_device_train_batch_size=args.num_generations * args.prompts,
-        num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-        temperature=args.temperature, learning_rate=args.lr, lr_scheduler_type="constant", loss_type=args.loss_type,
-        beta=args.beta, bf16=False, fp16=False, gradient_checkpointing=args.gradient_checkpointing, use_cpu=True,
-        use_vllm=False, gradient_accumulation_steps=1, max_steps=args.warmup + args.steps, logging_steps=1,
-        report_to=[], save_strategy="no", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0,
-        generation_kwargs=generation_kwargs, reward_weights=reward_weights,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        per_device_train_batch_size=args.num_generations * args.prompts,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_new_tokens,
+        temperature=args.temperature,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        loss_type=args.loss_type,
+        beta=args.beta,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=args.gradient_checkpointing,
+        use_cpu=True,
+        use_vllm=False,
+        gradient_accumulation_steps=1,
+        max_steps=args.warmup + args.steps,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=args.seed,
+        dataloader_num_workers=0,
+        generation_kwargs=generation_kwargs,
+        reward_weights=reward_weights,
+    )
     trainer = GRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_dataset,
-        processing_class=processor, callbacks=callbacks,
-    )  # fmt: skip
+        model=model,
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        callbacks=callbacks,
+    )
     trainer.remove_callback(PrinterCallback)  # logging_steps=1 only to read the logs; do not print them
     return trainer
 
@@ -255,12 +310,21 @@ def measure_trl(args: argparse.Namespace, model_dir: Path, data: Path, output_di
             self.last_end = end
 
     timer = StepTimer()
-    trainer = trl_trainer(args, model_dir, output_dir, [_trl_reward(task, params, samples)],
-                          _trl_dataset(task, params, samples), callbacks=[timer])  # fmt: skip
+    trainer = trl_trainer(
+        args,
+        model_dir,
+        output_dir,
+        [_trl_reward(task, params, samples)],
+        _trl_dataset(task, params, samples),
+        callbacks=[timer],
+    )
     trainer.train()
     mem.stop()
-    lengths = [h["completions/mean_length"] for h in trainer.state.log_history
-               if h.get("step", 0) > args.warmup and "completions/mean_length" in h]  # fmt: skip
+    lengths = [
+        h["completions/mean_length"]
+        for h in trainer.state.log_history
+        if h.get("step", 0) > args.warmup and "completions/mean_length" in h
+    ]
     return _summary("trl", timer.times, timer.intervals, lengths, mem, timer.peak)
 
 
@@ -282,11 +346,29 @@ def _versions() -> dict[str, str]:
 
 def _shared_args(args: argparse.Namespace) -> list[str]:
     out = [
-        "--task", args.task, "--num-generations", str(args.num_generations), "--prompts", str(args.prompts),
-        "--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature), "--lr", str(args.lr),
-        "--loss-type", args.loss_type, "--beta", str(args.beta), "--steps", str(args.steps),
-        "--warmup", str(args.warmup), "--seed", str(args.seed),
-    ]  # fmt: skip
+        "--task",
+        args.task,
+        "--num-generations",
+        str(args.num_generations),
+        "--prompts",
+        str(args.prompts),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--temperature",
+        str(args.temperature),
+        "--lr",
+        str(args.lr),
+        "--loss-type",
+        args.loss_type,
+        "--beta",
+        str(args.beta),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--seed",
+        str(args.seed),
+    ]
     if args.free_length:
         out.append("--free-length")
     if args.gradient_checkpointing:
@@ -295,8 +377,18 @@ def _shared_args(args: argparse.Namespace) -> list[str]:
 
 
 def _run_child(impl: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "vgrpo.bench", "step", "--impl", impl, "--workdir", str(workdir),
-           *_shared_args(args), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vgrpo.bench",
+        "step",
+        "--impl",
+        impl,
+        "--workdir",
+        str(workdir),
+        *_shared_args(args),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -308,7 +400,10 @@ def _measure_here(impl: str, workdir: Path, args: argparse.Namespace) -> dict[st
     """Measure ``impl`` in this process; library chatter on stdout goes to stderr so stdout stays JSON."""
     model_dir, data = prepare(workdir, args.seed, args.task)
     fn = measure_vgrpo if impl == "vgrpo" else measure_trl
-    with tempfile.TemporaryDirectory(prefix=f"vgrpo-bench-step-{impl}-") as out, contextlib.redirect_stdout(sys.stderr):
+    with (
+        tempfile.TemporaryDirectory(prefix=f"vgrpo-bench-step-{impl}-") as out,
+        contextlib.redirect_stdout(sys.stderr),
+    ):
         return fn(args, model_dir, data, Path(out))
 
 
@@ -322,10 +417,20 @@ def aggregate(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             if failed:
                 rows.append(failed[0])
             continue
-        row = dict(ok[0]) if len(ok) == 1 else {"impl": impl, "memory_method": ok[0]["memory_method"],
-                                                 "threads": ok[0]["threads"]}  # fmt: skip
-        for key in ("step_s", "mean_s", "interval_s", "peak_rss_mib", "step_peak_mib", "baseline_rss_mib",
-                    "completion_length"):  # fmt: skip
+        row = (
+            dict(ok[0])
+            if len(ok) == 1
+            else {"impl": impl, "memory_method": ok[0]["memory_method"], "threads": ok[0]["threads"]}
+        )
+        for key in (
+            "step_s",
+            "mean_s",
+            "interval_s",
+            "peak_rss_mib",
+            "step_peak_mib",
+            "baseline_rss_mib",
+            "completion_length",
+        ):
             values = [r[key] for r in ok if r.get(key) is not None]
             row[key] = round(statistics.median(values), 4) if values else None
         row["runs"] = len(ok)
@@ -353,8 +458,10 @@ def targets_met(rows: list[dict[str, Any]]) -> dict[str, bool]:
     r = ratios(rows)
     if not r:
         return {}
-    return {f"time <= {TIME_TARGET}x TRL": r["step_s"] <= TIME_TARGET,
-            f"peak memory <= {MEMORY_TARGET:g}x TRL": r["peak_rss_mib"] <= MEMORY_TARGET}  # fmt: skip
+    return {
+        f"time <= {TIME_TARGET}x TRL": r["step_s"] <= TIME_TARGET,
+        f"peak memory <= {MEMORY_TARGET:g}x TRL": r["peak_rss_mib"] <= MEMORY_TARGET,
+    }
 
 
 def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -368,8 +475,19 @@ def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         f"beta {s['beta']:g}; {meta['machine']}, {meta['date']}"
     )
     table = Table(title=title, title_justify="left")
-    for col in ("impl", "step s (median)", "x TRL", "mean s", "end-to-end s", "peak RSS MiB", "x TRL",
-                "step peak MiB", "x TRL", "completion len", "runs"):  # fmt: skip
+    for col in (
+        "impl",
+        "step s (median)",
+        "x TRL",
+        "mean s",
+        "end-to-end s",
+        "peak RSS MiB",
+        "x TRL",
+        "step peak MiB",
+        "x TRL",
+        "completion len",
+        "runs",
+    ):
         table.add_column(col, justify="left" if col == "impl" else "right")
     trl = next((r for r in rows if r["impl"] == "trl" and "error" not in r), None)
 
@@ -381,10 +499,18 @@ def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             table.add_row(r["impl"], f"[red]{r['error']}[/red]", *[""] * 9)
             continue
         table.add_row(
-            r["impl"], f"{r['step_s']:.3f}", x(r, "step_s"), f"{r['mean_s']:.3f}", f"{r['interval_s']:.3f}",
-            f"{r['peak_rss_mib']:,.0f}", x(r, "peak_rss_mib"), f"{r['step_peak_mib']:,.1f}", x(r, "step_peak_mib"),
-            f"{r['completion_length']:.1f}" if r.get("completion_length") is not None else "", str(r.get("runs", 1)),
-        )  # fmt: skip
+            r["impl"],
+            f"{r['step_s']:.3f}",
+            x(r, "step_s"),
+            f"{r['mean_s']:.3f}",
+            f"{r['interval_s']:.3f}",
+            f"{r['peak_rss_mib']:,.0f}",
+            x(r, "peak_rss_mib"),
+            f"{r['step_peak_mib']:,.1f}",
+            x(r, "step_peak_mib"),
+            f"{r['completion_length']:.1f}" if r.get("completion_length") is not None else "",
+            str(r.get("runs", 1)),
+        )
     console = Console(width=max(Console().width, 140))
     console.print(table)
     for name, ok in targets_met(rows).items():
@@ -399,9 +525,13 @@ def _print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     meta = {
-        "benchmark": "step", "machine": f"{platform.machine()} {os.cpu_count()} cores", "device": "cpu",
-        "date": date.today().isoformat(), "versions": _versions(), "settings": _settings(args),
-    }  # fmt: skip
+        "benchmark": "step",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "device": "cpu",
+        "date": date.today().isoformat(),
+        "versions": _versions(),
+        "settings": _settings(args),
+    }
     with contextlib.ExitStack() as stack:
         if args.workdir:
             workdir = Path(args.workdir)
@@ -416,8 +546,13 @@ def run(args: argparse.Namespace) -> int:
             runs = [[_measure_here(args.impl, workdir, args)] for _ in range(args.repeats)]
     rows = aggregate(runs)
     if args.json:
-        doc = {**meta, "results": rows, "ratios": ratios(rows), "targets": targets_met(rows),
-               "runs": runs if args.repeats > 1 else None}  # fmt: skip
+        doc = {
+            **meta,
+            "results": rows,
+            "ratios": ratios(rows),
+            "targets": targets_met(rows),
+            "runs": runs if args.repeats > 1 else None,
+        }
         print(json.dumps(doc, indent=2))
     else:
         _print_table(rows, meta)
@@ -425,14 +560,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--impl", default="all", choices=(*IMPLS, "all"), help="implementation (default: all)")
-    parser.add_argument("--task", default="count", choices=TASKS,
-                        help="synthetic task (default count; math is text only)")
-    parser.add_argument("--num-generations", "-G", type=int, default=4, help="completions per prompt G (default 4)")
+    parser.add_argument(
+        "--impl", default="all", choices=(*IMPLS, "all"), help="implementation (default: all)"
+    )
+    parser.add_argument(
+        "--task", default="count", choices=TASKS, help="synthetic task (default count; math is text only)"
+    )
+    parser.add_argument(
+        "--num-generations", "-G", type=int, default=4, help="completions per prompt G (default 4)"
+    )
     parser.add_argument("--prompts", type=int, default=4, help="prompts per optimizer step (default 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="max_completion_length (default 32)")
-    parser.add_argument("--free-length", action="store_true",
-                        help="let completions end at EOS (default: min_new_tokens = max_new_tokens in both)")
+    parser.add_argument(
+        "--free-length",
+        action="store_true",
+        help="let completions end at EOS (default: min_new_tokens = max_new_tokens in both)",
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-5, help="learning rate, constant (default 1e-5)")
     parser.add_argument("--loss-type", default="dapo", choices=("grpo", "bnpo", "dr_grpo", "dapo"))
@@ -440,8 +583,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="in both (default off in both)")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first (default 2)")
-    parser.add_argument("--repeats", type=int, default=1, help="run each implementation this many times, "
-                        "alternating; the table shows medians over runs (default 1)")  # fmt: skip
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each implementation this many times, "
+        "alternating; the table shows medians over runs (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="folder for the saved model and data (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -88,7 +88,9 @@ def _check_inputs(
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if hidden.dim() < 2:
-        raise ValueError(f"hidden must be [..., H] (e.g. [N, H] or [B, T, H]), got shape {tuple(hidden.shape)}")
+        raise ValueError(
+            f"hidden must be [..., H] (e.g. [N, H] or [B, T, H]), got shape {tuple(hidden.shape)}"
+        )
     if weight.dim() != 2:
         raise ValueError(f"weight must be [V, H] (the lm_head weight), got shape {tuple(weight.shape)}")
     if weight.shape[1] != hidden.shape[-1]:
@@ -122,7 +124,9 @@ def _check_inputs(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-def _check_range(targets: torch.Tensor, valid: torch.Tensor | None, vocab: int, ignore_index: int | None) -> None:
+def _check_range(
+    targets: torch.Tensor, valid: torch.Tensor | None, vocab: int, ignore_index: int | None
+) -> None:
     """Every target that counts must be a token id in ``[0, V)``; the first bad one is named."""
     bad = (targets < 0) | (targets >= vocab)
     if valid is not None:
@@ -219,11 +223,18 @@ def fused_grpo_loss(
     if tuple(mask.shape) != (b, t):
         raise ValueError(f"mask must be [B, T] = {[b, t]}, got {tuple(mask.shape)}")
     if tuple(advantages.shape) != (b,):
-        raise ValueError(f"advantages must be [B] = [{b}] (one per completion), got {tuple(advantages.shape)}")
+        raise ValueError(
+            f"advantages must be [B] = [{b}] (one per completion), got {tuple(advantages.shape)}"
+        )
     for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
         if x is not None and tuple(x.shape) != (b, t):
             raise ValueError(f"{name} must be [B, T] = {[b, t]}, got {tuple(x.shape)}")
-    per_token = (("mask", mask), ("advantages", advantages), ("old_logps", old_logps), ("ref_logps", ref_logps))
+    per_token = (
+        ("mask", mask),
+        ("advantages", advantages),
+        ("old_logps", old_logps),
+        ("ref_logps", ref_logps),
+    )
     for name, x in per_token:
         if x is not None and x.device != hidden.device:
             raise ValueError(f"{name} is on {x.device}, hidden on {hidden.device}")
@@ -241,10 +252,18 @@ def fused_grpo_loss(
     _check_range(targets, mask != 0, vocab, None)
 
     objective, idx = Objective.build(
-        mask, advantages, old_logps, ref_logps, loss_type=loss_type, epsilon=epsilon,
-        epsilon_high=epsilon_high, beta=beta, level=importance_sampling_level,
-        max_completion_length=max_completion_length, num_items=num_items,
-    )  # fmt: skip
+        mask,
+        advantages,
+        old_logps,
+        ref_logps,
+        loss_type=loss_type,
+        epsilon=epsilon,
+        epsilon_high=epsilon_high,
+        beta=beta,
+        level=importance_sampling_level,
+        max_completion_length=max_completion_length,
+        num_items=num_items,
+    )
     flat_h = hidden.reshape(-1, size)
     flat_t = targets.reshape(-1).to(torch.long)
     if idx.numel() != flat_t.numel():
@@ -263,23 +282,40 @@ def fused_grpo_loss(
     if bounds is None:  # a sequence longer than a chunk at sequence level: log-probs first, then the loss
         log.debug("sequence-level GRPO loss with sequences over %d tokens: two passes", rows)
         res = token_logprobs(
-            flat_h, weight, flat_t, temperature=temperature, bias=bias, return_entropy=return_entropy,
-            chunk_size=chunk_size, backend=backend,
-        )  # fmt: skip
+            flat_h,
+            weight,
+            flat_t,
+            temperature=temperature,
+            bias=bias,
+            return_entropy=return_entropy,
+            chunk_size=chunk_size,
+            backend=backend,
+        )
         logp, ent = res if return_entropy else (res, None)
         loss = objective.chunk_loss(logp, 0, n)
         logp, ent = logp.detach(), None if ent is None else ent.detach()
     else:
         loss, logp, ent = chunked.FusedLoss.apply(
-            flat_h, weight, bias, flat_t, bounds, objective.loss_and_grad, 1.0 / temperature, return_entropy,
-            need, ops,
-        )  # fmt: skip
+            flat_h,
+            weight,
+            bias,
+            flat_t,
+            bounds,
+            objective.loss_and_grad,
+            1.0 / temperature,
+            return_entropy,
+            need,
+            ops,
+        )
     kl, clip_ratio = objective.stats(logp)
 
     def unflatten(x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(b * t).index_copy(0, idx, x).reshape(b, t)
 
     return FusedLossOutput(
-        loss=loss, kl=kl, clip_ratio=clip_ratio, logps=unflatten(logp),
+        loss=loss,
+        kl=kl,
+        clip_ratio=clip_ratio,
+        logps=unflatten(logp),
         entropy=unflatten(ent) if return_entropy and ent is not None else None,
-    )  # fmt: skip
+    )

@@ -53,23 +53,47 @@ class Ops(Protocol):
     def forward_rows(self, n: int, rows: int) -> int: ...
 
     def forward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...  # fmt: skip
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
     def backward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        lse: torch.Tensor,
+        ent: torch.Tensor | None,
+        g: torch.Tensor,
+        g_ent: torch.Tensor | None,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> None: ...  # fmt: skip
+    ) -> None: ...
 
     def fused(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, loss_grad: LossGrad,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        loss_grad: LossGrad,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,9 +147,14 @@ class TorchOps:
 
     @staticmethod
     def _apply_grad(
-        grad_z: torch.Tensor, h32: torch.Tensor, weight: torch.Tensor, inv_t: float,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
-    ) -> None:  # fmt: skip
+        grad_z: torch.Tensor,
+        h32: torch.Tensor,
+        weight: torch.Tensor,
+        inv_t: float,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
+    ) -> None:
         """Accumulate the parameter gradients of ``z = (h @ W.T + b) / T`` given ``grad_z = dL/dz``."""
         if grad_h is not None:
             if weight.dtype == torch.float32:
@@ -160,9 +189,15 @@ class TorchOps:
         return target_z - lse, lse, ent, e, s
 
     def forward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs of the targets, log-sum-exp and (optionally) entropy of one chunk."""
         c = h.shape[0]
         z = work[0][:c]
@@ -171,11 +206,21 @@ class TorchOps:
         return logp, lse, ent
 
     def backward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        lse: torch.Tensor,
+        ent: torch.Tensor | None,
+        g: torch.Tensor,
+        g_ent: torch.Tensor | None,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Recompute one chunk's logits and accumulate the gradients of ``g . logp + g_ent . entropy``."""
         c = h.shape[0]
         z = work[0][:c]
@@ -191,11 +236,19 @@ class TorchOps:
         self._apply_grad(grad_z, h32, weight, inv_t, grad_h, grad_w, grad_b)
 
     def fused(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, loss_grad: LossGrad,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        loss_grad: LossGrad,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One pass over a chunk: log-probs, the loss and its gradient, with the logits computed once."""
         c = h.shape[0]
         z = work[0][:c]
@@ -224,7 +277,9 @@ def _grad_buffers(
     return grad_h, grad_w, grad_b
 
 
-def _work(ops: Ops, phase: str, rows: int, vocab: int, entropy: bool, device: torch.device) -> list[torch.Tensor]:
+def _work(
+    ops: Ops, phase: str, rows: int, vocab: int, entropy: bool, device: torch.device
+) -> list[torch.Tensor]:
     """The ``[rows, V]`` fp32 buffers reused by every chunk of one phase ("forward", "backward" or "fused")."""
     count = ops.work_buffers(phase, entropy) if rows > 0 else 0
     return [torch.empty(rows, vocab, dtype=torch.float32, device=device) for _ in range(count)]
@@ -239,9 +294,16 @@ class TokenLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, rows: int, ops: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        rows: int,
+        ops: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, vocab = hidden.shape[0], weight.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
@@ -278,10 +340,20 @@ class TokenLogprobs(torch.autograd.Function):
         for s in range(0, n, ctx.rows):
             e = min(s + ctx.rows, n)
             ctx.ops.backward(
-                hidden[s:e], weight, bias, targets[s:e], ctx.inv_t, lse[s:e], None if ent is None else ent[s:e],
-                g[s:e], None if g_ent is None else g_ent[s:e], None if grad_h is None else grad_h[s:e],
-                grad_w, grad_b, work,
-            )  # fmt: skip
+                hidden[s:e],
+                weight,
+                bias,
+                targets[s:e],
+                ctx.inv_t,
+                lse[s:e],
+                None if ent is None else ent[s:e],
+                g[s:e],
+                None if g_ent is None else g_ent[s:e],
+                None if grad_h is None else grad_h[s:e],
+                grad_w,
+                grad_b,
+                work,
+            )
         return (_cast(grad_h, hidden), _cast(grad_w, weight), _cast(grad_b, bias)) + none
 
 
@@ -290,10 +362,18 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        bounds: list[tuple[int, int]], loss_grad: ChunkLossGrad, inv_t: float, entropy: bool,
-        need: tuple[bool, bool, bool], ops: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        bounds: list[tuple[int, int]],
+        loss_grad: ChunkLossGrad,
+        inv_t: float,
+        entropy: bool,
+        need: tuple[bool, bool, bool],
+        ops: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, vocab = hidden.shape[0], weight.shape[0]
         need_any = any(need)
         grad_h, grad_w, grad_b = _grad_buffers(hidden, weight, bias, need)
@@ -304,10 +384,18 @@ class FusedLoss(torch.autograd.Function):
         work = _work(ops, "fused", rows, vocab, entropy, hidden.device)
         for s, e in bounds:
             chunk_loss, lp, en = ops.fused(
-                hidden[s:e], weight, bias, targets[s:e], inv_t, entropy,
+                hidden[s:e],
+                weight,
+                bias,
+                targets[s:e],
+                inv_t,
+                entropy,
                 lambda lp, s=s, e=e: loss_grad(lp, s, e, need_any),
-                None if grad_h is None else grad_h[s:e], grad_w, grad_b, work,
-            )  # fmt: skip
+                None if grad_h is None else grad_h[s:e],
+                grad_w,
+                grad_b,
+                work,
+            )
             loss += chunk_loss
             logp[s:e] = lp
             if entropy:
@@ -320,7 +408,9 @@ class FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_loss: torch.Tensor, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         if ctx.grads is None:
-            raise RuntimeError("the fused loss was already backpropagated; its gradients are gone (recompute it)")
+            raise RuntimeError(
+                "the fused loss was already backpropagated; its gradients are gone (recompute it)"
+            )
         grads, ctx.grads = ctx.grads, None  # hand the buffers over: autograd then stores them without a copy
         if not bool(g_loss == 1):
             grads = tuple(None if g is None else g.mul_(g_loss.to(g.dtype)) for g in grads)

@@ -71,11 +71,19 @@ class Objective:
 
         seq = torch.arange(b, device=mask.device).repeat_interleave(t).index_select(0, idx)
         objective = cls(
-            weight=flat(weight), mask=flat(m), advantages=adv.index_select(0, seq),  # type: ignore[arg-type]
-            seq_advantages=adv, old=flat(old_logps), ref=flat(ref_logps), seq=seq, inv_len=1.0 / lengths,
-            epsilon=epsilon, epsilon_high=epsilon if epsilon_high is None else epsilon_high, beta=beta,
+            weight=flat(weight),
+            mask=flat(m),
+            advantages=adv.index_select(0, seq),  # type: ignore[arg-type]
+            seq_advantages=adv,
+            old=flat(old_logps),
+            ref=flat(ref_logps),
+            seq=seq,
+            inv_len=1.0 / lengths,
+            epsilon=epsilon,
+            epsilon_high=epsilon if epsilon_high is None else epsilon_high,
+            beta=beta,
             level=level,
-        )  # fmt: skip
+        )
         return objective, idx
 
     def log_ratio(self, logp: torch.Tensor, start: int, end: int) -> torch.Tensor:
@@ -155,5 +163,7 @@ class Objective:
         sums = torch.zeros(b, device=logp.device).index_add(0, self.seq, (logp - old) * self.mask)
         ratio = torch.exp(sums * self.inv_len)
         seq_adv = self.seq_advantages
-        region = ((ratio < 1 - self.epsilon) & (seq_adv < 0)) | ((ratio > 1 + self.epsilon_high) & (seq_adv > 0))
+        region = ((ratio < 1 - self.epsilon) & (seq_adv < 0)) | (
+            (ratio > 1 + self.epsilon_high) & (seq_adv > 0)
+        )
         return kl, region.float().mean()

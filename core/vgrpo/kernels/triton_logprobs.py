@@ -27,21 +27,38 @@ import triton.language as tl
 from vgrpo.kernels.chunked import LossGrad
 
 
-
 @triton.jit
 def _logit_tile(
-    h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
-    HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-):  # fmt: skip
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    rows64,
+    row_ok,
+    cols,
+    col_ok,
+    H,
+    inv_t,
+    stride_h,
+    stride_w,
+    HAS_BIAS: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
     """One [BM, BN] tile of (h @ W.T + b) / T, accumulated in fp32 over H in steps of BK."""
     cols64 = cols.to(tl.int64)
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in range(0, H, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < H
-        hk = tl.load(h_ptr + rows64[:, None] * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        wk = tl.load(w_ptr + cols64[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        hk = tl.load(
+            h_ptr + rows64[:, None] * stride_h + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
+        )
+        wk = tl.load(
+            w_ptr + cols64[:, None] * stride_w + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0
+        )
         if DOT_F32:
             hk = hk.to(tl.float32)
             wk = wk.to(tl.float32)
@@ -53,11 +70,32 @@ def _logit_tile(
 
 @triton.jit
 def _lse_fwd_kernel(
-    h_ptr, w_ptr, b_ptr, t_ptr, z_ptr, m_ptr, s_ptr, a_ptr, zt_ptr,
-    n, V, H, inv_t, stride_h, stride_w, stride_z, tiles_per_split, n_tiles,
-    HAS_BIAS: tl.constexpr, STORE_Z: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-):  # fmt: skip
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    t_ptr,
+    z_ptr,
+    m_ptr,
+    s_ptr,
+    a_ptr,
+    zt_ptr,
+    n,
+    V,
+    H,
+    inv_t,
+    stride_h,
+    stride_w,
+    stride_z,
+    tiles_per_split,
+    n_tiles,
+    HAS_BIAS: tl.constexpr,
+    STORE_Z: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -73,8 +111,25 @@ def _lse_fwd_kernel(
     for tile in range(first, last):
         cols = tile * BN + tl.arange(0, BN)
         col_ok = cols < V
-        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
-                        HAS_BIAS, DOT_F32, PREC, BM, BN, BK)  # fmt: skip
+        z = _logit_tile(
+            h_ptr,
+            w_ptr,
+            b_ptr,
+            rows64,
+            row_ok,
+            cols,
+            col_ok,
+            H,
+            inv_t,
+            stride_h,
+            stride_w,
+            HAS_BIAS,
+            DOT_F32,
+            PREC,
+            BM,
+            BN,
+            BK,
+        )
         if STORE_Z:
             z_ptrs = z_ptr + rows64[:, None] * stride_z + cols[None, :]
             tl.store(z_ptrs, z, mask=row_ok[:, None] & col_ok[None, :])
@@ -98,11 +153,32 @@ def _lse_fwd_kernel(
 
 @triton.jit
 def _grad_logits_kernel(
-    h_ptr, w_ptr, b_ptr, t_ptr, z_ptr, g_out_ptr, lse_ptr, ent_ptr, g_ptr, g_ent_ptr,
-    n, V, H, inv_t, stride_h, stride_w, stride_z,
-    RECOMPUTE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ENT: tl.constexpr, DOT_F32: tl.constexpr,
-    PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-):  # fmt: skip
+    h_ptr,
+    w_ptr,
+    b_ptr,
+    t_ptr,
+    z_ptr,
+    g_out_ptr,
+    lse_ptr,
+    ent_ptr,
+    g_ptr,
+    g_ent_ptr,
+    n,
+    V,
+    H,
+    inv_t,
+    stride_h,
+    stride_w,
+    stride_z,
+    RECOMPUTE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_ENT: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_v = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -112,8 +188,25 @@ def _grad_logits_kernel(
     rows64 = rows.to(tl.int64)
     tile_ok = row_ok[:, None] & col_ok[None, :]
     if RECOMPUTE:
-        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows64, row_ok, cols, col_ok, H, inv_t, stride_h, stride_w,
-                        HAS_BIAS, DOT_F32, PREC, BM, BN, BK)  # fmt: skip
+        z = _logit_tile(
+            h_ptr,
+            w_ptr,
+            b_ptr,
+            rows64,
+            row_ok,
+            cols,
+            col_ok,
+            H,
+            inv_t,
+            stride_h,
+            stride_w,
+            HAS_BIAS,
+            DOT_F32,
+            PREC,
+            BM,
+            BN,
+            BK,
+        )
     else:
         z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=tile_ok, other=0.0)
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
@@ -134,10 +227,25 @@ def _grad_logits_kernel(
 
 @triton.jit
 def _matmul_kernel(
-    a_ptr, b_ptr, c_ptr, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn,
-    ACCUMULATE: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-):  # fmt: skip
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    s_am,
+    s_ak,
+    s_bk,
+    s_bn,
+    s_cm,
+    s_cn,
+    ACCUMULATE: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -205,16 +313,23 @@ class TritonOps:
         """(vocab tiles per program, programs along the vocabulary) so that the grid fills the device."""
         want = self.min_programs
         if want is None:
-            sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+            sms = (
+                torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+            )
             want = 2 * sms
         splits = max(1, min(n_tiles, -(-want // max(1, row_blocks))))
         per = -(-n_tiles // splits)
         return per, -(-n_tiles // per)
 
     def _lse(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, z_out: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        z_out: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """logp, lse, entropy of rows ``h`` (optionally storing their scaled logits in ``z_out``)."""
         n, size = h.shape
         vocab = weight.shape[0]
@@ -224,11 +339,33 @@ class TritonOps:
         part = torch.empty(4, splits, n, dtype=torch.float32, device=h.device)
         z = z_out if z_out is not None else part  # dummy pointer when not storing
         _lse_fwd_kernel[(row_blocks, splits)](
-            h, weight, bias if bias is not None else weight, targets, z, part[0], part[1], part[2], part[3],
-            n, vocab, size, inv_t, h.stride(0), weight.stride(0), z.stride(0), per, n_tiles,
-            HAS_BIAS=bias is not None, STORE_Z=z_out is not None, DOT_F32=self._dot_f32(h.dtype),
-            PREC=self._prec(h.dtype), BM=bm, BN=bn, BK=bk, **self._launch_opts(),
-        )  # fmt: skip
+            h,
+            weight,
+            bias if bias is not None else weight,
+            targets,
+            z,
+            part[0],
+            part[1],
+            part[2],
+            part[3],
+            n,
+            vocab,
+            size,
+            inv_t,
+            h.stride(0),
+            weight.stride(0),
+            z.stride(0),
+            per,
+            n_tiles,
+            HAS_BIAS=bias is not None,
+            STORE_Z=z_out is not None,
+            DOT_F32=self._dot_f32(h.dtype),
+            PREC=self._prec(h.dtype),
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            **self._launch_opts(),
+        )
         m, s, a, zt = part
         top = m.amax(0)
         scale = torch.exp(m - top)
@@ -239,36 +376,88 @@ class TritonOps:
         return zt.sum(0) - lse, lse, ent
 
     def _grad_logits(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
-        z: torch.Tensor | None, out: torch.Tensor,
-    ) -> None:  # fmt: skip
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        lse: torch.Tensor,
+        ent: torch.Tensor | None,
+        g: torch.Tensor,
+        g_ent: torch.Tensor | None,
+        z: torch.Tensor | None,
+        out: torch.Tensor,
+    ) -> None:
         """Write ``dL/d(h @ W.T + b)`` of rows ``h`` into ``out`` (recomputing logits unless ``z`` is given)."""
         n, size = h.shape
         vocab = weight.shape[0]
         bm, bn, bk = self.grad_blocks
         _grad_logits_kernel[(triton.cdiv(n, bm), triton.cdiv(vocab, bn))](
-            h, weight, bias if bias is not None else weight, targets, z if z is not None else out, out, lse,
-            ent if ent is not None else lse, g, g_ent if g_ent is not None else g,
-            n, vocab, size, inv_t, h.stride(0), weight.stride(0), out.stride(0),
-            RECOMPUTE=z is None, HAS_BIAS=bias is not None, HAS_ENT=g_ent is not None,
-            DOT_F32=self._dot_f32(h.dtype), PREC=self._prec(h.dtype), BM=bm, BN=bn, BK=bk, **self._launch_opts(),
-        )  # fmt: skip
+            h,
+            weight,
+            bias if bias is not None else weight,
+            targets,
+            z if z is not None else out,
+            out,
+            lse,
+            ent if ent is not None else lse,
+            g,
+            g_ent if g_ent is not None else g,
+            n,
+            vocab,
+            size,
+            inv_t,
+            h.stride(0),
+            weight.stride(0),
+            out.stride(0),
+            RECOMPUTE=z is None,
+            HAS_BIAS=bias is not None,
+            HAS_ENT=g_ent is not None,
+            DOT_F32=self._dot_f32(h.dtype),
+            PREC=self._prec(h.dtype),
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            **self._launch_opts(),
+        )
 
     def _mm(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, accumulate: bool) -> None:
         """``c (+)= a @ b`` with fp32 accumulation (``a`` is cast to ``b``'s dtype per tile)."""
         (m, k), n = a.shape, b.shape[1]
         bm, bn, bk = self.mm_blocks
         _matmul_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](
-            a, b, c, m, n, k, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-            ACCUMULATE=accumulate, DOT_F32=self._dot_f32(b.dtype), PREC=self._prec(b.dtype),
-            BM=bm, BN=bn, BK=bk, **self._launch_opts(),
-        )  # fmt: skip
+            a,
+            b,
+            c,
+            m,
+            n,
+            k,
+            a.stride(0),
+            a.stride(1),
+            b.stride(0),
+            b.stride(1),
+            c.stride(0),
+            c.stride(1),
+            ACCUMULATE=accumulate,
+            DOT_F32=self._dot_f32(b.dtype),
+            PREC=self._prec(b.dtype),
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            **self._launch_opts(),
+        )
 
     def _apply_grad(
-        self, grad_z: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
-    ) -> None:  # fmt: skip
+        self,
+        grad_z: torch.Tensor,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
+    ) -> None:
         """grad_hidden = G @ W; grad_weight += G.T @ h; grad_bias += G.sum(0) (G already carries the 1/T)."""
         if grad_h is not None:
             self._mm(grad_z, weight, grad_h, accumulate=False)
@@ -288,36 +477,69 @@ class TritonOps:
         return max(1, n)
 
     def forward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        work: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs, log-sum-exp and entropy of the rows; no logits are stored."""
         h, weight, bias = h.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous()
         logp, lse, ent = self._lse(h, weight, bias, targets.contiguous(), inv_t, None)
         return logp, lse, ent if entropy else None
 
     def backward(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, lse: torch.Tensor, ent: torch.Tensor | None, g: torch.Tensor, g_ent: torch.Tensor | None,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        lse: torch.Tensor,
+        ent: torch.Tensor | None,
+        g: torch.Tensor,
+        g_ent: torch.Tensor | None,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Recompute the chunk's logit tiles into their gradient, then the parameter gradients."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
         bias = None if bias is None else bias.contiguous()
         grad_z = work[0][: h.shape[0]]
         self._grad_logits(
-            h, weight, bias, targets, inv_t, lse.contiguous(), None if ent is None else ent.contiguous(),
-            g.contiguous(), None if g_ent is None else g_ent.contiguous(), None, grad_z,
-        )  # fmt: skip
+            h,
+            weight,
+            bias,
+            targets,
+            inv_t,
+            lse.contiguous(),
+            None if ent is None else ent.contiguous(),
+            g.contiguous(),
+            None if g_ent is None else g_ent.contiguous(),
+            None,
+            grad_z,
+        )
         self._apply_grad(grad_z, h, weight, bias, grad_h, grad_w, grad_b)
 
     def fused(
-        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-        inv_t: float, entropy: bool, loss_grad: LossGrad,
-        grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None,
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        inv_t: float,
+        entropy: bool,
+        loss_grad: LossGrad,
+        grad_h: torch.Tensor | None,
+        grad_w: torch.Tensor | None,
+        grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits stored once per chunk, then turned in place into their gradient: no recomputation."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
         bias = None if bias is None else bias.contiguous()

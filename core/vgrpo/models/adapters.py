@@ -32,10 +32,11 @@ _VISION_EVERY_FORWARD: weakref.WeakSet[Any] = weakref.WeakSet()
 class ModelAdapter:
     """How vgrpo drives one family of image-text-to-text models; this base class is the generic fallback.
 
-    The public contract (pinned by ``tests/test_adapter_contract.py``): :meth:`model_type`, :meth:`handles`, :meth:`load`,
-    :meth:`encode`, :meth:`input_sizes`, :meth:`hidden_states`, :meth:`lm_head`, :meth:`vision_parameters`,
-    :meth:`prepare`, :meth:`runs_vision_every_forward` and the class attributes ``name``, ``model_types`` and ``default_coords``. A subclass
-    overrides what its family does differently; every method has a working default.
+    The public contract (pinned by ``tests/test_adapter_contract.py``): :meth:`model_type`, :meth:`handles`,
+    :meth:`load`, :meth:`encode`, :meth:`input_sizes`, :meth:`hidden_states`, :meth:`lm_head`,
+    :meth:`vision_parameters`, :meth:`prepare`, :meth:`runs_vision_every_forward` and the class attributes
+    ``name``, ``model_types`` and ``default_coords``. A subclass overrides what its family does differently;
+    every method has a working default.
     """
 
     name: ClassVar[str] = "generic"
@@ -85,11 +86,19 @@ class ModelAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
-            processor = AutoProcessor.from_pretrained(name_or_path, **self.processor_kwargs(min_pixels, max_pixels))
+            processor = AutoProcessor.from_pretrained(
+                name_or_path, **self.processor_kwargs(min_pixels, max_pixels)
+            )
             if not hasattr(processor, "image_processor"):  # a processor class transformers does not know
                 raise TypeError(f"AutoProcessor gave a {type(processor).__name__}, not an image processor")
-        except (ImportError, AttributeError, TypeError) as exc:  # e.g. a video processor that needs torchvision
-            processor = self._image_only_processor(name_or_path, exc, self.processor_kwargs(min_pixels, max_pixels))
+        except (
+            ImportError,
+            AttributeError,
+            TypeError,
+        ) as exc:  # e.g. a video processor that needs torchvision
+            processor = self._image_only_processor(
+                name_or_path, exc, self.processor_kwargs(min_pixels, max_pixels)
+            )
         model = AutoModelForImageTextToText.from_pretrained(
             name_or_path, dtype=dtype, attn_implementation=attn_implementation
         )
@@ -132,7 +141,9 @@ class ModelAdapter:
 
     def _encode_rows(self, processor: Any, prompts: Sequence[Any], images: Sequence[list[Any]]) -> Any:
         """One row per prompt, through the processor's chat template."""
-        texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
+        texts = [
+            processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts
+        ]
         flat = [img for imgs in images for img in imgs]
         processor.tokenizer.padding_side = "left"
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
@@ -140,7 +151,9 @@ class ModelAdapter:
             kwargs["images"] = flat
         return processor(**kwargs)
 
-    def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
+    def input_sizes(
+        self, processor: Any, inputs: Any, images: Sequence[list[Any]]
+    ) -> list[tuple[float, float] | None]:
         """Size (w, h) of each row's first image as the model saw it (``images``: one list per row of ``inputs``);
         ``None`` when unknown or imageless. REC rewards rescale ``abs`` boxes with it."""
         return [(float(imgs[0].width), float(imgs[0].height)) if imgs else None for imgs in images]
@@ -192,7 +205,9 @@ class Qwen2VLAdapter(ModelAdapter):
                 return repeated
         return super().encode(processor, prompts, images, group_size=counts)
 
-    def input_sizes(self, processor: Any, inputs: Any, images: Sequence[list[Any]]) -> list[tuple[float, float] | None]:
+    def input_sizes(
+        self, processor: Any, inputs: Any, images: Sequence[list[Any]]
+    ) -> list[tuple[float, float] | None]:
         grids = inputs.get("image_grid_thw")
         patch = getattr(processor.image_processor, "patch_size", self.patch_size)
         out: list[tuple[float, float] | None] = []
@@ -306,23 +321,36 @@ def _repeat_rows(inputs: Any, counts: list[int], n_images: list[int]) -> Any:
     return BatchFeature(data=out)
 
 
-BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (Qwen2VLAdapter(), Qwen25VLAdapter(), Qwen3VLAdapter(), ModelAdapter())
+BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (
+    Qwen2VLAdapter(),
+    Qwen25VLAdapter(),
+    Qwen3VLAdapter(),
+    ModelAdapter(),
+)
 
 
 def select_adapter(adapters: Mapping[str, ModelAdapter], name: str, model_type: str) -> ModelAdapter:
     """The adapter called ``name``, or with ``auto`` the first that handles ``model_type`` (else generic)."""
     if name != "auto":
         if name not in adapters:
-            raise UnknownNameError(f"unknown model adapter {name!r} (model.adapter); installed: {sorted(adapters)}")
+            raise UnknownNameError(
+                f"unknown model adapter {name!r} (model.adapter); installed: {sorted(adapters)}"
+            )
         return adapters[name]
     candidates = [a for a in adapters.values() if a.handles(model_type)]
     if not candidates:
         return adapters.get("generic", ModelAdapter())
     builtin = {a.name for a in BUILTIN_ADAPTERS}
-    chosen = next((a for a in candidates if a.name not in builtin), candidates[0])  # a plugin's is more specific
+    chosen = next(
+        (a for a in candidates if a.name not in builtin), candidates[0]
+    )  # a plugin's is more specific
     if len(candidates) > 1:
-        log.warning("model type %s: adapters %s all handle it; using %r (set model.adapter to choose)",
-                    model_type, [a.name for a in candidates], chosen.name)  # fmt: skip
+        log.warning(
+            "model type %s: adapters %s all handle it; using %r (set model.adapter to choose)",
+            model_type,
+            [a.name for a in candidates],
+            chosen.name,
+        )
     return chosen
 
 

@@ -35,19 +35,33 @@ class RunModels:
     """The peft wrapper of a LoRA run (its adapters live inside ``policy``)."""
 
 
-def load_model(adapter: ModelAdapter, source: str, mcfg: ModelConfig, seed: int, dist: Distributed | None = None) -> tuple[Any, Any]:
+def load_model(
+    adapter: ModelAdapter, source: str, mcfg: ModelConfig, seed: int, dist: Distributed | None = None
+) -> tuple[Any, Any]:
     """(model, processor) from ``source`` with the config's dtype, attention and image bounds (whole on every
     process when ``dist`` runs ZeRO-3)."""
-    kwargs = {"dtype": DTYPES[mcfg.dtype], "attn_implementation": mcfg.attn_implementation,
-              "min_pixels": mcfg.min_pixels, "max_pixels": mcfg.max_pixels, "seed": seed}  # fmt: skip
+    kwargs = {
+        "dtype": DTYPES[mcfg.dtype],
+        "attn_implementation": mcfg.attn_implementation,
+        "min_pixels": mcfg.min_pixels,
+        "max_pixels": mcfg.max_pixels,
+        "seed": seed,
+    }
     if dist is None:
         return adapter.load(source, **kwargs)
     with dist.full_parameters_at_load():
         return adapter.load(source, **kwargs)
 
 
-def load_run_models(adapter: ModelAdapter, mcfg: ModelConfig, *, seed: int, beta: float, dist: Distributed,
-                    resume_from: Path | None = None) -> RunModels:  # fmt: skip
+def load_run_models(
+    adapter: ModelAdapter,
+    mcfg: ModelConfig,
+    *,
+    seed: int,
+    beta: float,
+    dist: Distributed,
+    resume_from: Path | None = None,
+) -> RunModels:
     """The policy, processor and reference of a run.
 
     The reference is the model the run *started* from, also after a resume: a copy of the freshly loaded base,
@@ -58,7 +72,11 @@ def load_run_models(adapter: ModelAdapter, mcfg: ModelConfig, *, seed: int, beta
     policy, processor = load_model(adapter, source, mcfg, seed, dist)
     models = RunModels(policy, processor)
     if beta != 0.0 and not mcfg.lora.enabled:
-        ref = load_model(adapter, mcfg.name_or_path, mcfg, seed, dist)[0] if from_checkpoint else copy.deepcopy(policy)
+        ref = (
+            load_model(adapter, mcfg.name_or_path, mcfg, seed, dist)[0]
+            if from_checkpoint
+            else copy.deepcopy(policy)
+        )
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -77,12 +95,22 @@ def load_run_models(adapter: ModelAdapter, mcfg: ModelConfig, *, seed: int, beta
 
         lora = mcfg.lora
         frozen = sorted({name.rsplit(".", 1)[0] for name, _ in vision}) if mcfg.freeze_vision else []
-        models.peft_model = get_peft_model(policy, LoraConfig(  # adapters are injected into `policy` in place
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-            exclude_modules=frozen or None,
-        ))  # fmt: skip
+        models.peft_model = get_peft_model(
+            policy,
+            LoraConfig(  # adapters are injected into `policy` in place
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                exclude_modules=frozen or None,
+            ),
+        )
         if resume_from is not None:
             load_lora(models.peft_model, resume_from)
-    log.info("model %s (adapter %s): %d trainable parameters", source, adapter.name,
-             sum(p.numel() for p in policy.parameters() if p.requires_grad))  # fmt: skip
+    log.info(
+        "model %s (adapter %s): %d trainable parameters",
+        source,
+        adapter.name,
+        sum(p.numel() for p in policy.parameters() if p.requires_grad),
+    )
     return models

@@ -52,7 +52,12 @@ def test_parse_needs_the_answer_block_by_default():
 
 def test_accuracy_is_exact_match_and_a_decimal_never_matches():
     sample = vgrpo.Sample(id="a", solution=3)
-    completions = ["<answer>3</answer>", "<answer>3.0</answer>", "<answer>4</answer>", "<answer>three</answer>"]
+    completions = [
+        "<answer>3</answer>",
+        "<answer>3.0</answer>",
+        "<answer>4</answer>",
+        "<answer>three</answer>",
+    ]
     results = vgrpo.score(TASK, completions, [sample] * 4)
     assert [r.rewards["accuracy"] for r in results] == [1.0, 0.0, 0.0, 1.0]
 
@@ -70,7 +75,12 @@ def test_metric_is_accuracy_over_the_split():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text() | st.lists(st.sampled_from(["<answer>", "</answer>", "3", ".", ",", "five", "-", " ", "1,000"])).map("".join))
+@given(
+    st.text()
+    | st.lists(st.sampled_from(["<answer>", "</answer>", "3", ".", ",", "five", "-", " ", "1,000"])).map(
+        "".join
+    )
+)
 def test_any_text_gets_finite_in_range_rewards(text):
     [r] = vgrpo.score(TASK, [text], [vgrpo.Sample(id="a", solution=3)])
     assert r.errors == []

@@ -125,9 +125,17 @@ def test_as_latex(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("solution", "expected"),
-    [("3", "3"), ("\\frac{1}{2}", "\\frac{1}{2}"), (3, "3"), (-7, "-7"), (0.5, "0.5"), (1e-7, "0.0000001"),
-     (1e20, "100000000000000000000"), (2.0, "2.0")],
-)  # fmt: skip
+    [
+        ("3", "3"),
+        ("\\frac{1}{2}", "\\frac{1}{2}"),
+        (3, "3"),
+        (-7, "-7"),
+        (0.5, "0.5"),
+        (1e-7, "0.0000001"),
+        (1e20, "100000000000000000000"),
+        (2.0, "2.0"),
+    ],
+)
 def test_check_solution_normalises(solution: object, expected: str) -> None:
     assert TASK.check_solution(solution) == expected
 
@@ -150,9 +158,19 @@ def test_bad_solution_record_names_the_field(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("gold", "pred", "expected"),
-    [("42", "42", True), ("42", "43", False), ("7", "007", True), ("-0", "0", True), ("-5", "5", False),
-     ("3", "3.0", None), ("3", "x", None), ("３", "3", None), ("1,000", "1000", None), (" 4 ", "4", True)],
-)  # fmt: skip
+    [
+        ("42", "42", True),
+        ("42", "43", False),
+        ("7", "007", True),
+        ("-0", "0", True),
+        ("-5", "5", False),
+        ("3", "3.0", None),
+        ("3", "x", None),
+        ("３", "3", None),
+        ("1,000", "1000", None),
+        (" 4 ", "4", True),
+    ],
+)
 def test_plain_integer_shortcut_decides_only_integers(gold: str, pred: str, expected: bool | None) -> None:
     assert plain_integers_equal(gold, pred) is expected
 

@@ -73,17 +73,51 @@ def test_weights_apply_to_the_total() -> None:
     assert [r.reward for r in results] == [2.5, 2.0]
 
 
-FRAGMENTS = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "\\boxed ", "}", "{", "$", "\\frac{",
-             "\\sqrt{", "^", "=", "x", "1", "42", "0.5", "\\pi", "\\{", "\\}", "(", ")", "[", "]", ",", " ",
-             "\n", "\\left(", "\\right)", "!", "\\infty", "\\text{", "%"]  # fmt: skip
+FRAGMENTS = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+    "\\boxed ",
+    "}",
+    "{",
+    "$",
+    "\\frac{",
+    "\\sqrt{",
+    "^",
+    "=",
+    "x",
+    "1",
+    "42",
+    "0.5",
+    "\\pi",
+    "\\{",
+    "\\}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    " ",
+    "\n",
+    "\\left(",
+    "\\right)",
+    "!",
+    "\\infty",
+    "\\text{",
+    "%",
+]
 texts = st.one_of(
     st.text(max_size=120),
     st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=5)), max_size=40).map("".join),
 )
 
 
-@given(completion=texts, solution=st.one_of(st.sampled_from(["3", "\\frac{1}{2}", "x + 1", "[0, 1]"]),
-                                            st.integers(-100, 100)))  # fmt: skip
+@given(
+    completion=texts,
+    solution=st.one_of(st.sampled_from(["3", "\\frac{1}{2}", "x + 1", "[0, 1]"]), st.integers(-100, 100)),
+)
 @settings(max_examples=50, deadline=None)
 def test_any_text_scores_in_range(completion: str, solution: object) -> None:
     sample = sample_from_record({"id": "h", "solution": solution}, TASK)
@@ -109,5 +143,7 @@ def test_overlong_predictions_score_zero_without_math_verify(monkeypatch):
     [r] = vgrpo.score(task, [junk], [sample])
     assert r.rewards["accuracy"] == 0.0 and r.errors == []
     monkeypatch.undo()
-    [ok] = vgrpo.score(task, ["<answer>\\boxed{" + "1" + " " * 20 + "}</answer>"], [sample], {"max_answer_chars": 10})
+    [ok] = vgrpo.score(
+        task, ["<answer>\\boxed{" + "1" + " " * 20 + "}</answer>"], [sample], {"max_answer_chars": 10}
+    )
     assert ok.rewards["accuracy"] == 1.0  # the boxed content is stripped before the length check

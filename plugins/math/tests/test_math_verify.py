@@ -82,9 +82,16 @@ def test_no_answer_block_scores_zero() -> None:
 
 def test_batch_of_groups_scores_each_item() -> None:
     samples = [sample_from_record({"id": str(i), "solution": s}, TASK) for i, s in enumerate(["12", "1/3"])]
-    answers = [("\\boxed{12}", 0), ("\\boxed{13}", 0), ("\\boxed{12.0}", 0), ("\\boxed{12}", 0),
-               ("\\boxed{\\frac{2}{6}}", 1), ("\\boxed{1/3}", 1), ("\\boxed{3}", 1),
-               ("\\boxed{\\frac{2}{6}}", 1)]  # fmt: skip
+    answers = [
+        ("\\boxed{12}", 0),
+        ("\\boxed{13}", 0),
+        ("\\boxed{12.0}", 0),
+        ("\\boxed{12}", 0),
+        ("\\boxed{\\frac{2}{6}}", 1),
+        ("\\boxed{1/3}", 1),
+        ("\\boxed{3}", 1),
+        ("\\boxed{\\frac{2}{6}}", 1),
+    ]
     completions = [f"<think>t</think><answer>{a}</answer>" for a, _ in answers]
     results = vgrpo.score(TASK, completions, [samples[i] for _, i in answers])
     assert [r.rewards["accuracy"] for r in results] == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
@@ -93,14 +100,23 @@ def test_batch_of_groups_scores_each_item() -> None:
 
 def _integer_cases() -> list[tuple[str, str]]:
     rng = random.Random(1)
-    cases = [("0", "0"), ("-0", "0"), ("0", "-0"), ("7", "007"), ("007", "7"), ("-3", "-03"), ("10", "1"),
-             ("1", "10"), ("123456789012345678901234567890", "123456789012345678901234567890"),
-             ("123456789012345678901234567890", "123456789012345678901234567891"),
-             ("1234567890123456", "1234567890123457"),
-             ("99999999999999999", "100000000000000000")]  # fmt: skip
+    cases = [
+        ("0", "0"),
+        ("-0", "0"),
+        ("0", "-0"),
+        ("7", "007"),
+        ("007", "7"),
+        ("-3", "-03"),
+        ("10", "1"),
+        ("1", "10"),
+        ("123456789012345678901234567890", "123456789012345678901234567890"),
+        ("123456789012345678901234567890", "123456789012345678901234567891"),
+        ("1234567890123456", "1234567890123457"),
+        ("99999999999999999", "100000000000000000"),
+    ]
     for _ in range(150):
-        a = rng.choice([rng.randint(-20, 20), rng.randint(-10**6, 10**6), rng.randint(0, 10**40)])
-        b = rng.choice([a, -a, a + 1, a - 1, a * 10, rng.randint(-10**6, 10**6)])
+        a = rng.choice([rng.randint(-20, 20), rng.randint(-(10**6), 10**6), rng.randint(0, 10**40)])
+        b = rng.choice([a, -a, a + 1, a - 1, a * 10, rng.randint(-(10**6), 10**6)])
         pad = "0" * rng.randint(0, 2)
         cases.append((str(a), str(b) if b < 0 else pad + str(b)))
     return cases
@@ -114,8 +130,17 @@ def test_integer_shortcut_agrees_with_math_verify() -> None:
         assert shortcut == check.verify(check.gold(as_latex(gold)), as_latex(pred)), (gold, pred)
 
 
-PROSE = ["The result is 42", "the answer is 7", "two apples", "x y z", "2 x", "\\pi r", "e x", "abc^2",
-         "It is 3 cm"]
+PROSE = [
+    "The result is 42",
+    "the answer is 7",
+    "two apples",
+    "x y z",
+    "2 x",
+    "\\pi r",
+    "e x",
+    "abc^2",
+    "It is 3 cm",
+]
 
 
 def test_monomial_shortcut_agrees_with_math_verify() -> None:
@@ -136,9 +161,16 @@ def test_monomial_shortcut_agrees_with_math_verify() -> None:
 
 @pytest.mark.parametrize(
     ("gold", "pred"),
-    [("x", "x"), ("abc", "abc"), ("2x", "2 x"), ("0", "0 x"), ("1", "\\sin^2 x + \\cos^2 x"), ("x = 3", "3"),
-     ("\\text{east}", "east")],
-)  # fmt: skip
+    [
+        ("x", "x"),
+        ("abc", "abc"),
+        ("2x", "2 x"),
+        ("0", "0 x"),
+        ("1", "\\sin^2 x + \\cos^2 x"),
+        ("x = 3", "3"),
+        ("\\text{east}", "east"),
+    ],
+)
 def test_monomial_shortcut_stands_aside_when_unsure(gold: str, pred: str) -> None:
     from math_verify import verify
 

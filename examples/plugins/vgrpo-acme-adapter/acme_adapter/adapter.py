@@ -95,8 +95,9 @@ def _blank_image_features(model: Any) -> torch.Tensor:
     config = model.config
     side = int(config.vision_config.image_size)
     param = next(model.model.vision_tower.parameters())
-    pixels = torch.zeros(1, int(config.vision_config.num_channels), side, side, dtype=param.dtype,
-                         device=param.device)  # fmt: skip
+    pixels = torch.zeros(
+        1, int(config.vision_config.num_channels), side, side, dtype=param.dtype, device=param.device
+    )
     out = model.model.get_image_features(
         pixel_values=pixels,
         vision_feature_layer=config.vision_feature_layer,

@@ -39,9 +39,13 @@ def build_tokenizer() -> Any:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        additional_special_tokens=[IMAGE_TOKEN], chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=[IMAGE_TOKEN],
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def build_processor() -> Any:
@@ -53,9 +57,13 @@ def build_processor() -> Any:
     square = {"height": IMAGE_SIDE, "width": IMAGE_SIDE}
     images = LlavaImageProcessorPil(size=square, crop_size=square, do_center_crop=False, do_pad=False)
     return LlavaProcessor(
-        image_processor=images, tokenizer=build_tokenizer(), patch_size=PATCH, chat_template=CHAT_TEMPLATE,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,  # CLIP's CLS, dropped
-    )  # fmt: skip
+        image_processor=images,
+        tokenizer=build_tokenizer(),
+        patch_size=PATCH,
+        chat_template=CHAT_TEMPLATE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped
+    )
 
 
 def build_config(tokenizer: Any) -> Any:
@@ -64,18 +72,33 @@ def build_config(tokenizer: Any) -> Any:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     return LlavaConfig(
         vision_config={
-            "model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": IMAGE_SIDE, "patch_size": PATCH,
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": IMAGE_SIDE,
+            "patch_size": PATCH,
         },
         text_config={
-            "model_type": "llama", "vocab_size": VOCAB_SIZE, "hidden_size": 64, "intermediate_size": 128,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 1024, "tie_word_embeddings": False,
-            "bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"], "pad_token_id": ids["<pad>"],
+            "model_type": "llama",
+            "vocab_size": VOCAB_SIZE,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "tie_word_embeddings": False,
+            "bos_token_id": ids["<s>"],
+            "eos_token_id": ids["</s>"],
+            "pad_token_id": ids["<pad>"],
         },
-        image_token_id=ids[IMAGE_TOKEN], vision_feature_select_strategy="default", vision_feature_layer=-2,
+        image_token_id=ids[IMAGE_TOKEN],
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
         pad_token_id=ids["<pad>"],
-    )  # fmt: skip
+    )
 
 
 def build_tiny_llava(seed: int = 0) -> tuple[Any, Any]:

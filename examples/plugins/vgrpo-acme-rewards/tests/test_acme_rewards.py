@@ -40,8 +40,9 @@ def test_repeated_ngram_ratio_by_hand(text, expected):
     assert repeated_ngram_ratio(text) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("length, expected", [(0, 0.0), (1024, 0.0), (1025, -1 / 1024), (1536, -0.5),
-                                              (2048, -1.0), (50_000, -1.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "length, expected", [(0, 0.0), (1024, 0.0), (1025, -1 / 1024), (1536, -0.5), (2048, -1.0), (50_000, -1.0)]
+)
 def test_length_penalty_by_hand(length, expected):
     [value] = length_penalty([None], [vgrpo.Sample(id="a")], vgrpo.TaskParams(), ["x" * length])
     assert value == pytest.approx(expected)
@@ -61,8 +62,13 @@ def test_any_task_can_weight_them_from_a_config():
         "<think>I count. I count. I count. I count.</think><answer>3</answer>"  # 6 trigrams, 4 distinct
     )
     weights = {"accuracy": 1, "format": 1, "acme.repetition_penalty": 0.5, "acme.length_penalty": 1}
-    [result] = vgrpo.score(count, [completion], [vgrpo.Sample(id="a", solution=3)], weights=weights,
-                           plugin_rewards=registry.rewards)  # fmt: skip
+    [result] = vgrpo.score(
+        count,
+        [completion],
+        [vgrpo.Sample(id="a", solution=3)],
+        weights=weights,
+        plugin_rewards=registry.rewards,
+    )
     assert result.rewards["acme.repetition_penalty"] == pytest.approx(-1 / 3)
     assert result.rewards["acme.length_penalty"] == 0.0
     assert result.reward == pytest.approx(1 + 1 - 0.5 / 3)

@@ -18,7 +18,9 @@ _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
 class YesNoParams(vgrpo.TaskParams):
-    first_word_only: bool = Field(False, description="Read only the answer's first word instead of its first yes/no.")
+    first_word_only: bool = Field(
+        False, description="Read only the answer's first word instead of its first yes/no."
+    )
 
 
 @vgrpo.reward(range=(0.0, 1.0))
@@ -62,7 +64,9 @@ class YesNoTask(vgrpo.Task):
             raise ValueError(f'expected "yes" or "no", got {solution!r}')
         return solution.strip().lower()
 
-    def metric(self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: YesNoParams) -> dict[str, float]:
+    def metric(
+        self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: YesNoParams
+    ) -> dict[str, float]:
         hits = [p == s.solution for p, s in zip(predictions, samples)]
         return {"accuracy": sum(hits) / len(hits) if hits else 0.0}
 

@@ -13,7 +13,9 @@ def test_plugin_is_installed_and_registered():
 def test_yes_no_parsing_and_reward():
     task = YesNoTask()
     sample = vgrpo.Sample(id="1", solution="no")
-    out = vgrpo.score(task, ["<think>t</think><answer>No, it is a dog.</answer>", "<answer>yes</answer>"], [sample] * 2)
+    out = vgrpo.score(
+        task, ["<think>t</think><answer>No, it is a dog.</answer>", "<answer>yes</answer>"], [sample] * 2
+    )
     assert [s.parsed for s in out] == ["no", "yes"]
     assert [s.rewards["accuracy"] for s in out] == [1.0, 0.0]
 
