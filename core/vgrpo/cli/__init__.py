@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="JSONL split (without CONFIG)")
     p.add_argument("--params", help="task params as JSON (without CONFIG)")
     p.add_argument("--image-root", help="folder image paths are relative to")
-    p.add_argument("--output-dir", default="eval", help="where predictions.jsonl and eval_metrics.json go")
+    out_help = "where predictions.jsonl and eval_metrics.json go (default eval, with --protocol eval-NAME)"
+    p.add_argument("--output-dir", help=out_help)
+    protocol_help = "evaluate by another codebase's rules where a task has them, e.g. vlm-r1 (see docs)"
+    p.add_argument("--protocol", metavar="NAME", help=protocol_help)
     p.add_argument("--batch-size", type=int, default=8, help="completions per batch (without CONFIG)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit (without CONFIG)")
     p.add_argument("--samples", type=int, metavar="N", help="completions per record (default 1: greedy)")

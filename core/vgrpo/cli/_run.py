@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from vgrpo.evaluate import EvalSplit
     from vgrpo.models.adapters import ModelAdapter
     from vgrpo.plugins import PluginRegistry
+    from vgrpo.task import Task
 
 
 #: The eval section's fields that `vgrpo eval` options set.
@@ -70,6 +71,59 @@ def _allowed(err: Any) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
 
 
+#: The file in an eval folder that names the protocol its predictions were parsed under (absent: the default).
+PROTOCOL_FILE = "protocol.json"
+
+
+def _protocol_params(task: Task, protocol: str | None) -> dict[str, Any]:
+    """The params ``protocol`` sets for ``task``: its optional ``protocols`` class attribute
+    (``{name: {param: value}}``); ``{}`` without a protocol or when the task has none of that name."""
+    if protocol is None:
+        return {}
+    return dict((getattr(task, "protocols", None) or {}).get(protocol, {}))
+
+
+def _check_protocol(protocol: str, tasks: list[Task], registry: PluginRegistry) -> None:
+    """``ParamsError`` when no task of the evaluation has ``protocol``; a console note for each that has not
+    (it is evaluated by its own rules)."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", protocol):
+        raise ParamsError(f"--protocol: expected a name such as vlm-r1, got {protocol!r}")
+    has = [t.name for t in tasks if _protocol_params(t, protocol)]
+    if not has:
+        known: dict[str, list[str]] = {}
+        for name, task in sorted(registry.tasks.items()):
+            for p in getattr(task, "protocols", None) or {}:
+                known.setdefault(p, []).append(name)
+        listed = "; ".join(f"{p} ({', '.join(names)})" for p, names in sorted(known.items())) or "none"
+        raise ParamsError(f"--protocol: no task of this evaluation has protocol {protocol!r}; known {listed}")
+    for t in tasks:
+        if t.name not in has:
+            note = f"task {t.name}: no {protocol!r} protocol; evaluated by its own rules"
+            console(stderr=True).print(Text(note, style="dim"), soft_wrap=True)
+
+
+def _protocol_name(protocol: str | None) -> str:
+    return "the default protocol" if protocol is None else f"protocol {protocol!r}"
+
+
+def _claim_eval_dir(eval_dir: Path, protocol: str | None) -> None:
+    """Predictions are reused with the ``parsed`` they were made with, so a folder holds one protocol's:
+    ``ParamsError`` when its ``predictions.jsonl`` was parsed under another; with a protocol, it is recorded
+    in :data:`PROTOCOL_FILE`."""
+    marker = eval_dir / PROTOCOL_FILE
+    recorded = json.loads(marker.read_text(encoding="utf-8")).get("protocol") if marker.is_file() else None
+    if (eval_dir / "predictions.jsonl").is_file() and recorded != protocol:
+        raise ParamsError(
+            f"{eval_dir} holds predictions parsed under {_protocol_name(recorded)}; evaluate "
+            f"{_protocol_name(protocol)} into another folder (--output-dir)"
+        )
+    if protocol is not None:
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"protocol": protocol}) + "\n", encoding="utf-8")
+
+
 @dataclass
 class _EvalInputs:
     """What ``vgrpo eval`` evaluates: the model, its adapter, the task splits, and where results go."""
@@ -83,7 +137,9 @@ class _EvalInputs:
 
 def _eval_inputs(args: argparse.Namespace, registry: PluginRegistry) -> _EvalInputs:
     """The model (a config's latest checkpoint, else its model; or ``--model``), the adapter chosen from the
-    model's config.json, then the splits, whose ``coords`` param defaults to that adapter's convention."""
+    model's config.json, then the splits, whose ``coords`` param defaults to that adapter's convention.
+    ``--protocol`` sets each task's params of that protocol over the config's (or ``--params``), and the
+    default folder becomes ``eval-<protocol>``."""
     from vgrpo.checkpoint import latest_intact_checkpoint
     from vgrpo.config import load_config
     from vgrpo.data import load_jsonl
@@ -92,25 +148,39 @@ def _eval_inputs(args: argparse.Namespace, registry: PluginRegistry) -> _EvalInp
     from vgrpo.models.adapters import adapter_for
 
     flags = {"--samples": args.samples, "--k": args.k, "--temperature": args.temperature}
+    protocol = args.protocol
+    folder = "eval" if protocol is None else f"eval-{protocol}"
     if args.config is not None:
         config = _with_eval_flags(load_config(args.config, args.overrides), flags)
+        if protocol is not None:
+            registry.require(config.required_plugins)
+            _check_protocol(protocol, [registry.task(e.task) for e in config.tasks], registry)
+            entries = []
+            for e in config.tasks:
+                params = {**e.params, **_protocol_params(registry.task(e.task), protocol)}
+                entries.append(e.model_copy(update={"params": params}))
+            config = config.model_copy(update={"tasks": entries})
         out = Path(config.output_dir)
         checkpoint = latest_intact_checkpoint(out)
         model_path = str(checkpoint or config.model.name_or_path)
         adapter = adapter_for(registry.model_adapters, config.model.adapter, model_path)
         splits = build_eval_splits(config, registry, adapter)
-        return _EvalInputs(config, model_path, adapter, splits, out / "eval")
+        return _EvalInputs(config, model_path, adapter, splits, out / folder)
     if not (args.model and args.task and args.data):
         raise ParamsError("eval: expected CONFIG, or --model PATH --task TASK --data FILE")
     flags |= {"--batch-size": args.batch_size, "--max-new-tokens": args.max_new_tokens}
     config = _with_eval_flags(load_config(None), flags)
     task = registry.task(args.task)
     given = json_arg(args.params, "--params")
+    if protocol is not None:
+        _check_protocol(protocol, [task], registry)
+        given = {**(given or {}), **_protocol_params(task, protocol)}
     task.params(given)  # a bad --params is reported before the model is read
     adapter = adapter_for(registry.model_adapters, config.model.adapter, args.model)
     params = task_params(task, given, adapter)
     samples = load_jsonl(args.data, task, image_root=args.image_root)
-    return _EvalInputs(config, args.model, adapter, [EvalSplit(task, params, samples)], Path(args.output_dir))
+    split = EvalSplit(task, params, samples)
+    return _EvalInputs(config, args.model, adapter, [split], Path(args.output_dir or folder))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -120,6 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vgrpo.evaluate import COUNT_KEYS, METRICS, eval_settings, evaluate
 
     run = _eval_inputs(args, registry_of(args))
+    _claim_eval_dir(run.eval_dir, args.protocol)
     mcfg = run.config.model
     model, processor = run.adapter.load(
         run.model_path,
@@ -139,6 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     n = settings["num_samples"]
     how = "greedy" if n == 1 else f"{n} samples per record at temperature {settings['temperature']:g}"
+    how += f", protocol {args.protocol}" if args.protocol else ""
     table = Table(
         title=f"eval of {run.model_path} ({how}) → {run.eval_dir / METRICS}",
         title_justify="left",

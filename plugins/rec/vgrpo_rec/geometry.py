@@ -126,3 +126,13 @@ def solution_iou(box: Box, solution: Any) -> float:
     if is_box(solution):
         return box_iou(box, solution)
     return box_polygon_iou(box, solution)
+
+
+def is_hit(iou: float, threshold: float, rule: str = "ge") -> bool:
+    """Whether an IoU counts as a hit at ``threshold``: ``rule`` ``ge`` is IoU >= t (vgrpo's default), ``gt``
+    is IoU > t (VLM-R1's REC evaluation), so an IoU of exactly t is a hit only under ``ge``."""
+    if rule == "ge":
+        return iou >= threshold
+    if rule == "gt":
+        return iou > threshold
+    raise ValueError(f"expected rule 'ge' or 'gt', got {rule!r}")

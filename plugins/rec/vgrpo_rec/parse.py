@@ -6,6 +6,12 @@ read as pieces in the order written: the text before the first fence, the fence'
 it, and so on; the first piece holding a box gives it, fenced or not. A piece that is valid JSON is read
 with :func:`json.loads`; anything else (prose around the box, Python-style quotes, output cut off after the
 box) falls back to a regex scan for the first bracketed list of four numbers. All of it is linear-time.
+
+Two task params change the reading, for reproducing other evaluation protocols (VLM-R1's, see
+docs/evaluation.md): ``box_pick: last`` takes the last bracketed list of four numbers anywhere in the answer
+(a regex scan of the whole answer, fences included), and ``integer_boxes: true`` sees only lists of four
+unsigned integers written in ASCII digits (``[10.5, ...]``, ``[10.0, ...]``, ``[-1, ...]`` are not boxes and
+are skipped over); with ``box_pick: first`` it is then the first such list in the order written.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ JSON_MAX_CHARS = 100_000
 _NUMBER = r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|(?i:nan|inf(?:inity)?))"
 # No part of the pattern after "[" can match "[", so a failed attempt never rescans text: linear overall.
 _BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+# Four unsigned integers: what an integer-only reader (box_pick/integer_boxes protocols) sees as a box.
+_INT_BOX = re.compile(r"\[\s*([0-9]+)\s*,\s*([0-9]+)\s*,\s*([0-9]+)\s*,\s*([0-9]+)\s*\]")
 _KEYS = ("bbox_2d", "bbox")
 _NOT_FOUND = object()
 _FENCE = "```"
@@ -111,12 +119,33 @@ def _first_box(piece: str) -> Any:
         return _NOT_FOUND
 
 
-def parse_box(answer: str) -> list[float] | None:
+def _scanned_box(answer: str, pick: str, integers: bool) -> list[float] | None:
+    """The first or last (``pick``) match of the box scan over the whole answer (integers only when asked)."""
+    found = None
+    for match in (_INT_BOX if integers else _BOX).finditer(answer):
+        found = match
+        if pick == "first":
+            break
+    if found is None:
+        return None
+    try:
+        return valid_box([float(g) for g in found.groups()])
+    except (ValueError, OverflowError):  # pragma: no cover - the patterns only admit what float() reads
+        return None
+
+
+def parse_box(answer: str, pick: str = "first", integers: bool = False) -> list[float] | None:
     """The first box in ``answer``, fenced or not, in the order written, as ``[x1, y1, x2, y2]`` floats;
     ``None`` if there is none or it is invalid.
 
     Invalid = a non-finite number, x2 <= x1 or y2 <= y1; an invalid first box is not skipped over.
+    ``pick="last"`` takes the last box instead and ``integers=True`` reads only boxes of four unsigned
+    integers (see the module docstring); the box picked is then not skipped over when invalid either.
     """
+    if pick not in ("first", "last"):
+        raise ValueError(f"expected pick 'first' or 'last', got {pick!r}")
+    if pick == "last" or integers:
+        return _scanned_box(answer, pick, integers)
     for piece in _pieces(answer):
         found = _first_box(piece)
         if found is not _NOT_FOUND:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 import vgrpo
 from vgrpo_rec import sources
-from vgrpo_rec.geometry import from_image_box, is_box, polygon_area, solution_iou, to_image_box
+from vgrpo_rec.geometry import from_image_box, is_box, is_hit, polygon_area, solution_iou, to_image_box
 from vgrpo_rec.parse import parse_box, valid_box
 
 if TYPE_CHECKING:
@@ -33,8 +33,24 @@ class RecParams(vgrpo.TaskParams):
         None,
         gt=0.0,
         le=1.0,
-        description="When set to t (0 < t <= 1), accuracy is 1.0 if IoU >= t else 0.0; when null, accuracy "
-        "is the IoU itself. The 'iou' reward always reports the continuous IoU.",
+        description="When set to t (0 < t <= 1), accuracy is 1.0 if IoU >= t (iou_rule) else 0.0; when "
+        "null, accuracy is the IoU itself. The 'iou' reward always reports the continuous IoU.",
+    )
+    iou_rule: Literal["ge", "gt"] = Field(
+        "ge",
+        description="When an IoU counts as a hit at a threshold t (the acc@0.5 metric, correct, and accuracy "
+        "with iou_threshold): 'ge' IoU >= t (vgrpo), 'gt' IoU > t (VLM-R1's REC evaluation).",
+    )
+    box_pick: Literal["first", "last"] = Field(
+        "first",
+        description="Which box of the answer is the prediction: 'first' (vgrpo, in the order written, fenced "
+        "or not) or 'last' (the last [a, b, c, d] anywhere in the answer, as VLM-R1's REC evaluation reads "
+        "it).",
+    )
+    integer_boxes: bool = Field(
+        False,
+        description="Read only boxes of four unsigned integers (VLM-R1's REC evaluation): a box written "
+        "with a decimal point, exponent or sign is not a box and is skipped over.",
     )
 
 
@@ -51,7 +67,7 @@ def accuracy(parsed: Sequence[Any], samples: Sequence[vgrpo.Sample], params: Rec
     """IoU of the predicted box with the ground truth, or 1.0/0.0 against iou_threshold when set."""
     coords, t = params.coords, params.iou_threshold
     values = [prediction_iou(p, s, coords) for p, s in zip(parsed, samples)]
-    return values if t is None else [1.0 if v >= t else 0.0 for v in values]
+    return values if t is None else [1.0 if is_hit(v, t, params.iou_rule) else 0.0 for v in values]
 
 
 @vgrpo.reward(range=(0.0, 1.0), batched=True)
@@ -119,6 +135,11 @@ class RecTask(vgrpo.Task):
     rewards = (accuracy, vgrpo.format_reward, iou)
     default_weights = {"accuracy": 1.0, "format": 1.0}
     metric_names = ("acc@0.5", "mean_iou")
+    #: Evaluation protocols (``vgrpo eval --protocol NAME``): the params that reproduce another codebase's
+    #: evaluation rules; see docs/evaluation.md for where each rule comes from.
+    protocols: ClassVar[dict[str, dict[str, Any]]] = {
+        "vlm-r1": {"iou_rule": "gt", "box_pick": "last", "integer_boxes": True},
+    }
     example = {
         "id": "rec-0",
         "image": "scene.png",
@@ -134,7 +155,10 @@ class RecTask(vgrpo.Task):
     def parse(self, completion: str, params: vgrpo.TaskParams) -> list[float] | None:
         """The first box of the answer as ``[x1, y1, x2, y2]`` floats in model coordinates, else ``None``."""
         answer = vgrpo.extract_answer(completion, require_tags=params.require_answer_tags)
-        return None if answer is None else parse_box(answer)
+        if answer is None:
+            return None
+        pick, integers = getattr(params, "box_pick", "first"), getattr(params, "integer_boxes", False)
+        return parse_box(answer, pick, integers)
 
     def check_solution(self, solution: Any) -> list[float] | list[list[float]]:
         """A box ``[x1, y1, x2, y2]`` (x2 > x1, y2 > y1) or a polygon of >= 3 points with positive area."""
@@ -200,12 +224,14 @@ class RecTask(vgrpo.Task):
     def metric(
         self, predictions: Sequence[Any], samples: Sequence[vgrpo.Sample], params: vgrpo.TaskParams
     ) -> dict[str, float]:
-        """``acc@0.5``: fraction of samples with IoU >= 0.5; ``mean_iou``: mean IoU (unparsable = 0)."""
-        coords = getattr(params, "coords", "abs")
+        """``acc@0.5``: fraction of samples with IoU >= 0.5 (> 0.5 with ``iou_rule: gt``); ``mean_iou``: mean
+        IoU (unparsable = 0)."""
+        coords, rule = getattr(params, "coords", "abs"), getattr(params, "iou_rule", "ge")
         ious = [prediction_iou(valid_box(p), s, coords) for p, s in zip(predictions, samples)]
         if not ious:
             return {"acc@0.5": 0.0, "mean_iou": 0.0}
-        return {"acc@0.5": sum(v >= 0.5 for v in ious) / len(ious), "mean_iou": sum(ious) / len(ious)}
+        hits = sum(is_hit(v, 0.5, rule) for v in ious)
+        return {"acc@0.5": hits / len(ious), "mean_iou": sum(ious) / len(ious)}
 
     # -- optional methods: the SFT target, where records come from (vgrpo data synth, vgrpo data convert) --
     def reference_completion(self, sample: vgrpo.Sample, params: vgrpo.TaskParams) -> str | None:
