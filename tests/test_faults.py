@@ -141,9 +141,10 @@ def test_resume_never_into_an_old_run_refuses_and_overwrite_moves_it_aside(two_s
 
 def test_pruning_deletes_only_this_runs_checkpoints(two_steps, data, tmp_path):
     run = _copy(two_steps, tmp_path / "run")
-    other = _copy(two_steps / "checkpoint-2", run / "checkpoint-9")  # another run's, with a higher step
-    manifest = json.loads((other / MANIFEST).read_text())
-    (other / MANIFEST).write_text(json.dumps({**manifest, "run_id": "someone-else"}))
+    for name in ("checkpoint-9", "checkpoint-0"):  # another run's, with a higher and a lower step
+        other = _copy(two_steps / "checkpoint-2", run / name)
+        manifest = json.loads((other / MANIFEST).read_text())
+        (other / MANIFEST).write_text(json.dumps({**manifest, "run_id": "someone-else"}))
     Trainer(
         _config(
             data,
@@ -153,7 +154,9 @@ def test_pruning_deletes_only_this_runs_checkpoints(two_steps, data, tmp_path):
             "checkpoint.save_total_limit=1",
         )
     ).train()
-    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-9"]
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-3"]  # ours pruned
+    (aside,) = (run / "previous-runs").iterdir()  # the other run's checkpoint after the resumed step: kept
+    assert json.loads((aside / "checkpoint-9" / MANIFEST).read_text())["run_id"] == "someone-else"
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused_and_a_stale_lock_is_taken_over(data, tmp_path):
@@ -406,3 +409,22 @@ def test_data_check_takes_the_task_params_the_config_would_set(tmp_path, capsys)
     )
     assert json.loads(capsys.readouterr().out)["problems"]
     assert main(["data", "check", "--task", "rec", str(path), "--params", '{"coords": "degrees"}']) == 2
+
+
+def test_resuming_a_checkpoint_from_elsewhere_never_mixes_with_or_deletes_the_run_already_there(
+    two_steps, data, tmp_path
+):
+    other = _copy(two_steps, tmp_path / "other")  # run B, in the output_dir
+    Trainer(_config(data, other, "optim.max_steps=3", f"checkpoint.resume={two_steps / 'checkpoint-1'}")).train()
+    assert _steps(other) == [2, 3]  # only the resumed run's rows
+    (aside,) = (other / "previous-runs").iterdir()  # run B, whole
+    assert sorted(p.name for p in aside.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert [json.loads(x)["step"] for x in (aside / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resuming_an_earlier_checkpoint_sets_the_abandoned_later_ones_aside(two_steps, data, tmp_path):
+    run = _copy(two_steps, tmp_path / "run")
+    Trainer(_config(data, run, "optim.max_steps=2", f"checkpoint.resume={run / 'checkpoint-1'}")).train()
+    (aside,) = (run / "previous-runs").iterdir()
+    assert [p.name for p in aside.iterdir()] == ["checkpoint-2"]  # the old step 2, kept
+    assert _steps(run) == [1, 2] and (run / "checkpoint-2").is_dir()  # the new step 2

@@ -11,7 +11,7 @@ and loading it. The trainer assembles what goes in (:class:`TrainingState`); thi
         config.yaml                          the resolved config
         manifest.json                        run id, step, every file's size and sha256 — written last
 
-Nothing is pickled: structure is JSON, tensors are safetensors (checkpoints of the older layout, with
+vgrpo pickles nothing: structure is JSON, tensors are safetensors (checkpoints of the older layout, with
 ``.pt`` files, are read with ``torch.load(weights_only=True)``, which refuses code). A checkpoint is written to
 ``.tmp-checkpoint-<step>/`` and renamed when complete, so a run killed while saving leaves no half-written
 ``checkpoint-<step>``; ``resume=auto`` takes the newest checkpoint whose manifest checks out. Saving and loading
@@ -26,6 +26,7 @@ import logging
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,8 @@ EXACTNESS_KEYS = (
     "grpo.num_iterations",
     "grpo.scale_rewards",
     "optim.prompts_per_step",
+    "optim.betas",  # restored with the optimizer state, so a new value would be ignored: refused instead
+    "optim.weight_decay",
     "optim.gradient_accumulation_steps",
     "generation",
 )
@@ -278,35 +281,48 @@ class Checkpointer:
 
     def save(self, state: TrainingState, weights: Weights, config_yaml: str) -> Path:
         """``checkpoint-<step>/`` for ``state.step``, written to a temporary folder, its manifest last, and
-        renamed when complete. A full disk ends in a :class:`CheckpointError` naming the folder and the space
-        left, and the partial folder is removed."""
+        renamed when complete. A failure on any process (a full disk names the folder and the space left) ends
+        in the same :class:`CheckpointError` on every process, and the partial folder is removed."""
         dist, main = self.dist, self.dist.is_main
         final = self.output_dir / checkpoint_name(state.step)
         tmp = self.output_dir / f".tmp-{checkpoint_name(state.step)}"
-        try:
-            if main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-            dist.barrier()
-            self._write(tmp, state, weights, config_yaml)
-            dist.barrier()
-            if main:
-                write_manifest(tmp, run_id=self.run_id, step=state.step)
-                if final.is_dir():  # a damaged checkpoint of this step, which the resume skipped
-                    shutil.rmtree(final)
-                elif final.exists():
-                    final.unlink()
-                tmp.rename(final)
-                self.prune()
-        except OSError as exc:
+        if main:
             shutil.rmtree(tmp, ignore_errors=True)
-            free = shutil.disk_usage(self.output_dir).free if self.output_dir.exists() else 0
-            raise CheckpointError(
-                f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
-                f"{self.output_dir}: free some space or set output_dir elsewhere"
-            ) from None
-        dist.barrier()
+        self._agree(final, tmp, lambda: tmp.mkdir(parents=True) if main else None)
+        self._agree(final, tmp, lambda: self._write(tmp, state, weights, config_yaml))
+        self._agree(final, tmp, lambda: self._publish(tmp, final, state.step) if main else None)
         return final
+
+    def _agree(self, final: Path, tmp: Path, phase: Callable[[], None]) -> None:
+        """Run one phase of a save on every process; when it fails anywhere, every process raises."""
+        error: str | None = None
+        try:
+            phase()
+        except OSError as exc:
+            free = shutil.disk_usage(self.output_dir).free if self.output_dir.exists() else 0
+            error = (f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
+                     f"{self.output_dir}: free some space or set output_dir elsewhere")  # fmt: skip
+        except CheckpointError as exc:
+            error = str(exc)
+        if not self.dist.all_true(error is None):
+            if self.dist.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(error or f"cannot write {final}: another process failed (see its message)")
+
+    def _publish(self, tmp: Path, final: Path, step: int) -> None:
+        """Manifest last, then the rename; an older folder of this step is moved aside, unless it is a damaged
+        checkpoint of this run (which the resume skipped) — another run's files are never deleted."""
+        write_manifest(tmp, run_id=self.run_id, step=step)
+        if final.exists():
+            ours = final.is_dir() and read_manifest(final).get("run_id") == self.run_id
+            if ours or (final.is_dir() and checkpoint_problem(final) is not None and not read_manifest(final)):
+                shutil.rmtree(final)
+            else:
+                from vgrpo.run_dir import move_aside
+
+                move_aside(self.output_dir, [final])
+        tmp.rename(final)
+        self.prune()
 
     def _write(self, tmp: Path, state: TrainingState, weights: Weights, config_yaml: str) -> None:
         dist = self.dist
@@ -365,7 +381,8 @@ class Checkpointer:
     def load(self, path: Path, *, model: Any, optimizer: Any, scheduler: Any, sampler: Any) -> TrainingState:
         """Restore optimizer, scheduler, sampler and this rank's RNG from ``path``; the returned state carries
         the step and (on the main process) the event counters of every saved rank. The weights are loaded with
-        the model (:func:`load_lora` for a LoRA run's adapter). Nothing in a checkpoint is unpickled."""
+        the model (:func:`load_lora` for a LoRA run's adapter). vgrpo unpickles nothing (DeepSpeed's own optimizer
+        shards in ``deepspeed/`` are DeepSpeed's pickles: resume those only from a trusted source)."""
         saved = _load_tree(path, STATE_STEM)
         saved_world = int(saved.get("world_size", 1))
         if self.dist.deepspeed:
@@ -386,9 +403,17 @@ class Checkpointer:
                 "it with the same accelerate DeepSpeed config"
             )
         else:
-            optimizer.load_state_dict(saved["optimizer"])  # moved to the parameters' device
+            try:
+                optimizer.load_state_dict(saved["optimizer"])  # moved to the parameters' device
+            except ValueError as exc:  # other parameter groups: the trainable parameters changed
+                raise CheckpointError(f"{path}: the optimizer state does not fit this model's trainable "
+                                      f"parameters ({exc}); restore the model settings or start a new run "
+                                      "(resume=never)") from None  # fmt: skip
         scheduler.load_state_dict(saved["scheduler"])
-        sampler.load_state_dict(saved["sampler"])
+        try:
+            sampler.load_state_dict(saved["sampler"])
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}; restore them or start a new run (resume=never)") from None
         ranks = _rank_files(path)
         mine = _load_tree(path, ranks[self.dist.rank]) if self.dist.rank in ranks else {"rng": saved["rng"]}
         torch.set_rng_state(mine["rng"])
@@ -490,8 +515,11 @@ def _rank_files(path: Path) -> dict[int, str]:
 
 
 def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, *, run_id: str, step: int) -> None:

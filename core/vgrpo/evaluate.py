@@ -330,10 +330,15 @@ def _split_metrics(
             len(predictions),
             errors[0],
         )
-    result = {key: sum(float(m[key]) for m in per_index) / num_samples for key in per_index[0]}
+    keys = list(dict.fromkeys(k for m in per_index for k in m))  # a failed index lacks keys: they read NaN
+    result = {key: sum(float(m.get(key, float("nan"))) for m in per_index) / num_samples for key in keys}
     if ks:
-        with plugin_output():
-            correct = task.correct(predictions, samples, split.params)
+        try:
+            with plugin_output():
+                correct = task.correct(predictions, samples, split.params)
+        except Exception as exc:  # noqa: BLE001 - plugin code: reported, pass@k reads 0
+            log.warning("eval %s: correct() raised %s: %s; pass@k reads 0", name, type(exc).__name__, exc)
+            correct = [False] * len(predictions)
         n_records = len(split.samples)
         counts = [sum(bool(correct[i * n_records + r]) for i in range(num_samples)) for r in range(n_records)]
         for k in ks:
@@ -367,11 +372,18 @@ def _safe_metric(
 
 
 def _check_images(task: str, samples: Iterable[Sample]) -> None:
-    """:class:`DataError` naming the record when an image file is missing (not halfway through generation)."""
+    """:class:`DataError` naming the record when an image is missing, does not open, or is one that training
+    would skip (too large to decode, too thin) — before any generation, so evaluation never stops halfway (during
+    training, on one process)."""
+    from vgrpo.data import probe_image
+
     for x in samples:
         for path in x.images:
             if not Path(path).is_file():
                 raise DataError(f"task {task}, record {x.id!r}: image not found: {path}", field="image")
+            _, error = probe_image(path)
+            if error is not None:
+                raise DataError(f"task {task}, record {x.id!r}: {error}", field="image")
 
 
 def unique_samples(split: EvalSplit) -> list[Sample]:

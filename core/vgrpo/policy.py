@@ -137,7 +137,9 @@ class Policy:
         grad_norm = dist.step(
             self.model, self.optimizer, self.scheduler, params, self.config.optim.max_grad_norm
         )
-        if not (math.isfinite(grad_norm) and all(math.isfinite(x) for x in losses)):
+        # agreed by every rank: under DeepSpeed a loss is checked only here, and a rank that left alone would
+        # skip the collectives the others make next
+        if not dist.all_true(math.isfinite(grad_norm) and all(math.isfinite(x) for x in losses)):
             return StepResult(finite=False, grad_norm=grad_norm, lr=lr)
         return StepResult(
             finite=True,

@@ -46,7 +46,7 @@ from vgrpo.models.loading import load_run_models
 from vgrpo.plugins import PluginRegistry, get_registry
 from vgrpo.policy import Policy
 from vgrpo.rollout import eos_token_ids
-from vgrpo.run_dir import RunLock, start_fresh, truncate_jsonl
+from vgrpo.run_dir import RunLock, set_aside_for_resume, start_fresh, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ class Recipe:
             changes = check_resume_config(resume_from, cfg.model_dump(mode="json"),
                                           allow=cfg.checkpoint.allow_config_change,
                                           exactness=self.exactness_keys)  # fmt: skip
+            self._on_main(lambda: set_aside_for_resume(self.output_dir, resume_from))
         else:
             self._on_main(lambda: start_fresh(self.output_dir, resume=cfg.checkpoint.resume,
                                               overwrite=cfg.checkpoint.overwrite))  # fmt: skip
@@ -394,9 +395,11 @@ class Recipe:
 
     def cleanup(self) -> None:
         """Close the metrics sinks, the recipe's own resources and the process group; release the run lock."""
-        if self.metrics is not None:
-            self.metrics.close()
-        self._close_extra()
-        self.lock.release()
-        if self.dist is not None:
-            self.dist.close()
+        try:
+            if self.metrics is not None:
+                self.metrics.close()
+            self._close_extra()
+        finally:
+            self.lock.release()
+            if self.dist is not None:
+                self.dist.close()

@@ -116,7 +116,8 @@ class RewardPool:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.timeout_s = timeout_s
-        self._free: list[_Worker] = [_Worker() for _ in range(workers)]
+        self._all: list[_Worker] = [_Worker() for _ in range(workers)]
+        self._free: list[_Worker] = list(self._all)
         self._lock = threading.Lock()
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vgrpo-rewards")
 
@@ -147,7 +148,10 @@ class RewardPool:
                 "params": params.model_dump(),
                 "weights": weights.to_config(),
             }
-            reply = worker.call(request, self.timeout_s)
+            try:
+                reply = worker.call(request, self.timeout_s)
+            except VgrpoError as exc:  # the worker did not start: this call scores the minimum, the run goes on
+                reply = ("crash", str(exc))
         finally:
             with self._lock:
                 self._free.append(worker)
@@ -175,8 +179,9 @@ class RewardPool:
         return [f.result() for f in futures]
 
     def close(self) -> None:
+        """Stop every worker, busy ones too (their process groups are killed, so a waiting call returns at once)."""
         self._threads.shutdown(wait=False, cancel_futures=True)
-        for worker in self._free:
+        for worker in self._all:
             worker.stop()
 
 

@@ -108,12 +108,9 @@ class RunLock:
 
 def previous_run_files(output_dir: Path) -> list[Path]:
     """The checkpoints and run files of an earlier run in ``output_dir``."""
-    found = [p for _, p in checkpoints(output_dir)] + [
-        output_dir / n for n in RUN_FILES if (output_dir / n).exists()
-    ]
-    if all(
-        p.name == "config.yaml" for p in found
-    ):  # a config alone is no run (a run that failed at start-up)
+    found = [p for _, p in checkpoints(output_dir)] + [output_dir / n for n in RUN_FILES if (output_dir / n).exists()]
+    found += sorted(output_dir.glob("eval-*"))  # evaluations under a protocol (vgrpo eval --protocol)
+    if all(p.name == "config.yaml" for p in found):  # a config alone is no run (a run that failed at start-up)
         return []
     return found
 
@@ -147,6 +144,22 @@ def start_fresh(output_dir: Path, *, resume: str, overwrite: bool) -> None:
     move_aside(output_dir, files)
 
 
+def set_aside_for_resume(output_dir: Path, checkpoint: Path) -> None:
+    """Before resuming ``checkpoint`` into ``output_dir``: what would mix with the resumed run moves aside — the
+    whole earlier run when the checkpoint comes from another folder, else the checkpoints after it (a branch
+    the resume abandons)."""
+    from vgrpo.checkpoint import checkpoints
+
+    output_dir, checkpoint = Path(output_dir), Path(checkpoint)
+    if checkpoint.resolve().parent != output_dir.resolve():
+        files = previous_run_files(output_dir)
+    else:
+        step = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint.name.rsplit("-", 1)[-1].isdigit() else None
+        files = [p for n, p in checkpoints(output_dir) if step is not None and n > step]
+    if files:
+        move_aside(output_dir, files)
+
+
 def truncate_jsonl(path: Path, step: int) -> None:
     """Keep the rows of ``path`` up to ``step`` (a row without a step, or a line cut by a kill, is dropped)."""
     if not path.exists():
@@ -159,4 +172,6 @@ def truncate_jsonl(path: Path, step: int) -> None:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")  # a kill while rewriting leaves the old file whole
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)

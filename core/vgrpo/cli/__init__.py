@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:  # a second Ctrl-C or SIGTERM during training
         console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), str(exc)), highlight=False)
         return 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C outside a training step (loading a model, evaluating, scoring)
+        console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), "interrupted"), highlight=False)
+        return 130
     except Exception:  # noqa: BLE001 - not a usage error: a bug, shown with its traceback
         _report_bug()
         return BUG

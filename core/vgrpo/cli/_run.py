@@ -249,7 +249,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = trainer.train()
     if trainer.interrupted_by is not None:
         if main:
-            message = f"interrupted at step {trainer.step}, checkpoint-{trainer.step} written; resume with the same command"
+            done = f"checkpoint-{trainer.step} written" if trainer.step else "before the first step: nothing to save"
+            message = f"interrupted at step {trainer.step}, {done}; resume with the same command"
             console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message), soft_wrap=True)
         return 128 + trainer.interrupted_by  # 130 for SIGINT, 143 for SIGTERM
     if main:

@@ -9,6 +9,7 @@ be computed by the fused kernels without materialising logits. Adapters are regi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import weakref
@@ -114,6 +115,7 @@ class ModelAdapter:
             _VISION_EVERY_FORWARD.add(model)
         else:
             _VISION_EVERY_FORWARD.discard(model)
+        model.vgrpo_vision_every_forward = every_rank_runs_vision  # what adapters written before 0.2 read
 
     def runs_vision_every_forward(self, model: Any) -> bool:
         """True when ``model`` was prepared with ``every_rank_runs_vision`` (read it in :meth:`hidden_states`)."""
