@@ -25,10 +25,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     copy = shutil.copytree(PACKAGE, tmp / PACKAGE.name, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     site = tmp / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-         str(site), str(copy)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(copy),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return {**os.environ, "PYTHONPATH": str(site)}
 
 
@@ -39,8 +51,11 @@ def _run(args: list[str], env: dict[str, str], rc: int = 0, **kw: Any) -> subpro
 
 
 def test_its_own_tests_pass_against_the_installed_copy(env, tmp_path):
-    _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PACKAGE / "tests")], env,
-         cwd=tmp_path)  # fmt: skip
+    _run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PACKAGE / "tests")],
+        env,
+        cwd=tmp_path,
+    )
 
 
 def test_it_trains_in_a_mixture_with_count(env, tmp_path):

@@ -415,7 +415,9 @@ def test_resuming_a_checkpoint_from_elsewhere_never_mixes_with_or_deletes_the_ru
     two_steps, data, tmp_path
 ):
     other = _copy(two_steps, tmp_path / "other")  # run B, in the output_dir
-    Trainer(_config(data, other, "optim.max_steps=3", f"checkpoint.resume={two_steps / 'checkpoint-1'}")).train()
+    Trainer(
+        _config(data, other, "optim.max_steps=3", f"checkpoint.resume={two_steps / 'checkpoint-1'}")
+    ).train()
     assert _steps(other) == [2, 3]  # only the resumed run's rows
     (aside,) = (other / "previous-runs").iterdir()  # run B, whole
     assert sorted(p.name for p in aside.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]

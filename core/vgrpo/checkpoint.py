@@ -283,7 +283,7 @@ class Checkpointer:
         """``checkpoint-<step>/`` for ``state.step``, written to a temporary folder, its manifest last, and
         renamed when complete. A failure on any process (a full disk names the folder and the space left) ends
         in the same :class:`CheckpointError` on every process, and the partial folder is removed."""
-        dist, main = self.dist, self.dist.is_main
+        main = self.dist.is_main
         final = self.output_dir / checkpoint_name(state.step)
         tmp = self.output_dir / f".tmp-{checkpoint_name(state.step)}"
         if main:
@@ -300,8 +300,10 @@ class Checkpointer:
             phase()
         except OSError as exc:
             free = shutil.disk_usage(self.output_dir).free if self.output_dir.exists() else 0
-            error = (f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
-                     f"{self.output_dir}: free some space or set output_dir elsewhere")  # fmt: skip
+            error = (
+                f"cannot write {final} ({exc.strerror or exc}); {free / 2**30:.2f} GiB free on "
+                f"{self.output_dir}: free some space or set output_dir elsewhere"
+            )
         except CheckpointError as exc:
             error = str(exc)
         if not self.dist.all_true(error is None):
@@ -315,7 +317,9 @@ class Checkpointer:
         write_manifest(tmp, run_id=self.run_id, step=step)
         if final.exists():
             ours = final.is_dir() and read_manifest(final).get("run_id") == self.run_id
-            if ours or (final.is_dir() and checkpoint_problem(final) is not None and not read_manifest(final)):
+            if ours or (
+                final.is_dir() and checkpoint_problem(final) is not None and not read_manifest(final)
+            ):
                 shutil.rmtree(final)
             else:
                 from vgrpo.run_dir import move_aside
@@ -406,9 +410,11 @@ class Checkpointer:
             try:
                 optimizer.load_state_dict(saved["optimizer"])  # moved to the parameters' device
             except ValueError as exc:  # other parameter groups: the trainable parameters changed
-                raise CheckpointError(f"{path}: the optimizer state does not fit this model's trainable "
-                                      f"parameters ({exc}); restore the model settings or start a new run "
-                                      "(resume=never)") from None  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: the optimizer state does not fit this model's trainable "
+                    f"parameters ({exc}); restore the model settings or start a new run "
+                    "(resume=never)"
+                ) from None
         scheduler.load_state_dict(saved["scheduler"])
         try:
             sampler.load_state_dict(saved["sampler"])

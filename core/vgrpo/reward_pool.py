@@ -150,7 +150,9 @@ class RewardPool:
             }
             try:
                 reply = worker.call(request, self.timeout_s)
-            except VgrpoError as exc:  # the worker did not start: this call scores the minimum, the run goes on
+            except (
+                VgrpoError
+            ) as exc:  # the worker did not start: this call scores the minimum, the run goes on
                 reply = ("crash", str(exc))
         finally:
             with self._lock:

@@ -108,9 +108,13 @@ class RunLock:
 
 def previous_run_files(output_dir: Path) -> list[Path]:
     """The checkpoints and run files of an earlier run in ``output_dir``."""
-    found = [p for _, p in checkpoints(output_dir)] + [output_dir / n for n in RUN_FILES if (output_dir / n).exists()]
+    found = [p for _, p in checkpoints(output_dir)] + [
+        output_dir / n for n in RUN_FILES if (output_dir / n).exists()
+    ]
     found += sorted(output_dir.glob("eval-*"))  # evaluations under a protocol (vgrpo eval --protocol)
-    if all(p.name == "config.yaml" for p in found):  # a config alone is no run (a run that failed at start-up)
+    if all(
+        p.name == "config.yaml" for p in found
+    ):  # a config alone is no run (a run that failed at start-up)
         return []
     return found
 
@@ -154,7 +158,9 @@ def set_aside_for_resume(output_dir: Path, checkpoint: Path) -> None:
     if checkpoint.resolve().parent != output_dir.resolve():
         files = previous_run_files(output_dir)
     else:
-        step = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint.name.rsplit("-", 1)[-1].isdigit() else None
+        step = (
+            int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint.name.rsplit("-", 1)[-1].isdigit() else None
+        )
         files = [p for n, p in checkpoints(output_dir) if step is not None and n > step]
     if files:
         move_aside(output_dir, files)

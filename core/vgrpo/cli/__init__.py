@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help=task_help + "default: read from the records)")
     root_help = "folder image paths are relative to (check, convert; default: the file's)"
     p.add_argument("--image-root", help=root_help)
-    p.add_argument("--params", help='task params as JSON, as the config would set them (check), e.g. \'{"coords": "norm1000"}\'')
+    p.add_argument(
+        "--params",
+        help='task params as JSON, as the config would set them (check), e.g. \'{"coords": "norm1000"}\'',
+    )
     p.add_argument("--from", dest="source", help="format of the file to convert: vlm-r1 (convert)")
     p.add_argument("-o", "--output", help="JSONL file the converted records go to (convert)")
     p.add_argument("--n", type=int, default=200, help="train records per task (synth, default 200)")

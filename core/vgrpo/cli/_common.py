@@ -16,7 +16,6 @@ from rich.text import Text
 from vgrpo.errors import ParamsError
 from vgrpo.plugins import PluginRegistry, load_plugins
 
-
 #: vgrpo's own stdout while a command runs (the stream :func:`vgrpo.cli.main` found); meanwhile ``sys.stdout``
 #: is stderr, so whatever plugin code prints cannot corrupt ``--json`` or ``vgrpo score``'s JSONL.
 _OUT: list[TextIO] = []

@@ -59,7 +59,11 @@ def _data_check(args: argparse.Namespace) -> int:
     with Progress(console=console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"checking {args.path}", total=None)
         problems = check_jsonl(
-            args.path, task, image_root=args.image_root, decode=True, params=params,
+            args.path,
+            task,
+            image_root=args.image_root,
+            decode=True,
+            params=params,
             on_line=lambda _: progress.advance(bar),
         )
     if args.json:

@@ -23,8 +23,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         doc = registry.to_json()  # plus (additive) each usable plugin reward: range, params with defaults
         doc["rewards"] = [
             {**reward_info(registry.rewards[n]), "plugin": p["name"], "distribution": p["distribution"]}
-            for p in doc["plugins"] for n in p["rewards"] if n in registry.rewards
-        ]  # fmt: skip
+            for p in doc["plugins"]
+            for n in p["rewards"]
+            if n in registry.rewards
+        ]
         print(json.dumps(doc, indent=2, default=repr), file=out())
         return 0
     con = console()

@@ -242,14 +242,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             err.print(Text(line, style="dim"))
     trainer = Trainer(config, registry)
     trainer.setup()
-    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun the first process reports for all
+    main = (
+        int(os.environ.get("RANK", "0")) == 0
+    )  # under accelerate/torchrun the first process reports for all
     if main:
         for line in trainer.summary():  # the model adapter, each task's box convention, a resume
             console(stderr=True).print(Text(line, style="dim"), soft_wrap=True)
     out = trainer.train()
     if trainer.interrupted_by is not None:
         if main:
-            done = f"checkpoint-{trainer.step} written" if trainer.step else "before the first step: nothing to save"
+            done = (
+                f"checkpoint-{trainer.step} written"
+                if trainer.step
+                else "before the first step: nothing to save"
+            )
             message = f"interrupted at step {trainer.step}, {done}; resume with the same command"
             console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message), soft_wrap=True)
         return 128 + trainer.interrupted_by  # 130 for SIGINT, 143 for SIGTERM

@@ -9,7 +9,6 @@ be computed by the fused kernels without materialising logits. Adapters are regi
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import weakref

@@ -7,9 +7,10 @@ import io
 from collections.abc import Callable, Sequence
 
 import pytest
-import vgrpo
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+import vgrpo
 
 Box = tuple  # (label, x1, y1, x2, y2)
 
@@ -21,10 +22,16 @@ def coco_single_image(gt: Sequence[Box], pred: Sequence[Box]) -> tuple[float, fl
     annotations = []
     for i, (label, x1, y1, x2, y2) in enumerate(gt):
         w, h = x2 - x1, y2 - y1
-        annotations.append({
-            "id": i + 1, "image_id": 1, "category_id": cat[label],
-            "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0,
-        })
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": cat[label],
+                "bbox": [x1, y1, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
     dets = [
         {"image_id": 1, "category_id": cat[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0}
         for label, x1, y1, x2, y2 in pred

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-import pytest
-from vgrpo_ovd.evaluation import IOU_THRESHOLDS, box_iou, evaluate
-
 import numpy as np
+import pytest
+
+from vgrpo_ovd.evaluation import IOU_THRESHOLDS, box_iou, evaluate
 
 LABELS = ["cat", "dog", "car", "cup"]
 

@@ -8,9 +8,10 @@ import json
 import random
 
 import pytest
-import vgrpo
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+import vgrpo
 
 
 def box(label: str, x1: float, y1: float, x2: float, y2: float) -> dict:
@@ -24,26 +25,47 @@ def samples_of(task, solutions) -> list[vgrpo.Sample]:
 def pycocotools_from_files(tmp_path, solutions, predictions) -> tuple[float, float]:
     """The oracle, built the way a user would: annotation and result JSON files, categories numbered from
     the last label down (a different numbering than the plugin's), scores 1.0, images in split order."""
-    labels = sorted({b["label"].strip().lower() for s in solutions for b in s}
-                    | {b["label"] for p in predictions if p for b in p}, reverse=True)
+    labels = sorted(
+        {b["label"].strip().lower() for s in solutions for b in s}
+        | {b["label"] for p in predictions if p for b in p},
+        reverse=True,
+    )
     cat = {label: 10 * (i + 1) for i, label in enumerate(labels)}
     images, annotations, results = [], [], []
     for image_id, (solution, pred) in enumerate(zip(solutions, predictions), start=100):
         images.append({"id": image_id, "width": 640, "height": 480, "file_name": f"{image_id}.jpg"})
         for b in solution:
             x1, y1, x2, y2 = b["bbox_2d"]
-            annotations.append({
-                "id": 1000 + len(annotations), "image_id": image_id,
-                "category_id": cat[b["label"].strip().lower()],
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": 1000 + len(annotations),
+                    "image_id": image_id,
+                    "category_id": cat[b["label"].strip().lower()],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for b in pred or []:
             x1, y1, x2, y2 = b["bbox_2d"]
-            results.append({"image_id": image_id, "category_id": cat[b["label"]],
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat[b["label"]],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": 1.0,
+                }
+            )
     gt_file, dt_file = tmp_path / "gt.json", tmp_path / "dt.json"
-    gt_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                   "categories": [{"id": i, "name": n} for n, i in cat.items()]}))
+    gt_file.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": i, "name": n} for n, i in cat.items()],
+            }
+        )
+    )
     dt_file.write_text(json.dumps(results))
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_file))

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 import vgrpo
 from vgrpo_ovd.boxes import parse_detections
 
@@ -156,7 +157,9 @@ def test_long_inputs_stay_fast(task):
 
 
 def test_ten_thousand_boxes(task):
-    items = [{"bbox_2d": [i % 50, i % 30, i % 50 + 9, i % 30 + 9], "label": f"c{i % 7}"} for i in range(10_000)]
+    items = [
+        {"bbox_2d": [i % 50, i % 30, i % 50 + 9, i % 30 + 9], "label": f"c{i % 7}"} for i in range(10_000)
+    ]
     completion = f"<think>many</think><answer>{json.dumps(items)}</answer>"
     sample = vgrpo.Sample(id="s", solution=task.check_solution(items[:10]))
     start = time.perf_counter()

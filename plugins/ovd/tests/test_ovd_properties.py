@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import vgrpo
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import vgrpo
 
 FRAGMENTS = [
     *("<think>", "</think>", "<answer>", "</answer>", "```json\n", "```", "\n", " "),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 import vgrpo
 
 
@@ -157,7 +158,9 @@ def test_memo_is_bounded_by_boxes():
     for i in range(500):  # 3 boxes an entry (gt, pred, +1): at most 266 fit
         memo(gt, (("a", 0.0, 0.0, 10.0, 20.0 + i),))
     assert memo.cache_info().boxes <= 800
-    memo(gt, tuple(("a", 0.0, 0.0, 10.0, 10.0 + i) for i in range(5000)))  # too big to keep: computed, not stored
+    memo(
+        gt, tuple(("a", 0.0, 0.0, 10.0, 10.0 + i) for i in range(5000))
+    )  # too big to keep: computed, not stored
     assert memo.cache_info().boxes > 700  # and it flushed nothing
     hits = memo.cache_info().hits
     memo(gt, (("a", 0.0, 0.0, 10.0, 20.0 + 499),))

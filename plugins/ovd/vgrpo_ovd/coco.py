@@ -38,10 +38,16 @@ def coco_map(
     for image_id, (gts, dets) in enumerate(zip(ground_truths, predictions), start=1):
         for b in gts:
             x, y, w, h = xywh(b)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": cat_id[b[0]],
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_id[b[0]],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for b in dets:
             detections.append(
                 {"image_id": image_id, "category_id": cat_id[b[0]], "bbox": xywh(b), "score": 1.0}

@@ -7,8 +7,13 @@ from vgrpo_rec.task import RecTask
 
 
 def test_rec_honours_the_contract():
-    resized = {"id": "resized", "question": "the box", "solution": [100, 100, 300, 300],
-               "image_size": [640, 480], "input_size": [320, 240]}  # fmt: skip
+    resized = {
+        "id": "resized",
+        "question": "the box",
+        "solution": [100, 100, 300, 300],
+        "image_size": [640, 480],
+        "input_size": [320, 240],
+    }
     polygon = {"id": "polygon", "question": "the triangle", "solution": [[0, 0], [100, 0], [0, 100]]}
     check_task(
         RecTask(),

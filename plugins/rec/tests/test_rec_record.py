@@ -65,8 +65,10 @@ def test_the_default_checks_still_run() -> None:
 
 def test_loading_reports_the_line(tmp_path: Path) -> None:
     data = tmp_path / "rec.jsonl"
-    records = [{"id": "a", "solution": [0, 0, 5, 5], "image_size": [10, 10]},
-               {"id": "b", "solution": [0, 0, 50, 50], "image_size": [10, 10]}]  # fmt: skip
+    records = [
+        {"id": "a", "solution": [0, 0, 5, 5], "image_size": [10, 10]},
+        {"id": "b", "solution": [0, 0, 50, 50], "image_size": [10, 10]},
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(vgrpo.DataError) as info:
         vgrpo.load_jsonl(data, TASK)

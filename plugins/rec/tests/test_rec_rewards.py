@@ -179,8 +179,14 @@ def test_iou_threshold() -> None:
 
 def test_params_validation() -> None:
     assert TASK.params() == RecParams(coords="abs", iou_threshold=None, require_answer_tags=True)
-    for bad in ({"coords": "pixels"}, {"iou_threshold": 0}, {"iou_threshold": 1.5}, {"iou_threshold": -0.1},
-                {"iou_threshold": float("nan")}, {"iou_treshold": 0.5}):
+    for bad in (
+        {"coords": "pixels"},
+        {"iou_threshold": 0},
+        {"iou_threshold": 1.5},
+        {"iou_threshold": -0.1},
+        {"iou_threshold": float("nan")},
+        {"iou_treshold": 0.5},
+    ):
         with pytest.raises(vgrpo.ParamsError):
             TASK.params(bad)
     assert TASK.params({"iou_threshold": 1}).iou_threshold == 1.0

@@ -33,8 +33,10 @@ def test_plugin_is_installed_and_registered():
 def test_the_task_honours_the_plugin_contract(dataset):
     records = [json.loads(line) for line in dataset["train"].read_text(encoding="utf-8").splitlines()]
     by_name = [(r, f"<think>I see it.</think><answer>{r['solution']}</answer>") for r in records]
-    by_number = [(r, f"<think>I see it.</think><answer>{r['classes'].index(r['solution']) + 1}</answer>")
-                 for r in records]  # fmt: skip
+    by_number = [
+        (r, f"<think>I see it.</think><answer>{r['classes'].index(r['solution']) + 1}</answer>")
+        for r in records
+    ]
     check_task(TASK, examples=by_name + by_number, params=[{"allow_number": False}])
 
 
