@@ -430,3 +430,22 @@ def test_resuming_an_earlier_checkpoint_sets_the_abandoned_later_ones_aside(two_
     (aside,) = (run / "previous-runs").iterdir()
     assert [p.name for p in aside.iterdir()] == ["checkpoint-2"]  # the old step 2, kept
     assert _steps(run) == [1, 2] and (run / "checkpoint-2").is_dir()  # the new step 2
+
+
+def test_vgrpo_score_runs_rewards_in_a_worker_under_a_time_limit(fake_site, tmp_path, capsys):
+    from vgrpo.cli import main
+
+    fake_site.add(
+        "acme-hangs", source=HANGING_TASK
+    )  # its reward hangs on records whose id starts with "train"
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(json.dumps({"completion": "a", "solution": "a", "id": i}) + "\n"
+                             for i in ("train-0", "train-1")))  # fmt: skip
+    import time
+
+    start = time.monotonic()
+    code = main(["score", "acme.hangs", str(cases), "--timeout-s", "3"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and time.monotonic() - start < 60  # the hanging (and self-killing) reward is contained
+    assert len(rows) == 2 and all(("timeout" in r["error"] or "crash" in r["error"]) for r in rows)
+    assert all(r["rewards"]["accuracy"] == 0.0 for r in rows)  # its declared minimum

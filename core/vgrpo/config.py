@@ -47,19 +47,29 @@ class ModelConfig(_Section):
     """Which vision-language model to train, and how."""
 
     name_or_path: str = Field(
-        "tiny", description="A local path or hub id of an image-text-to-text model, or 'tiny' for the embedded one."
+        "tiny",
+        description="A local path or hub id of an image-text-to-text model, or 'tiny' for the embedded one.",
     )
-    adapter: str = Field("auto", description="Model adapter name (see `vgrpo plugins`), or 'auto' to pick by model type.")
+    adapter: str = Field(
+        "auto", description="Model adapter name (see `vgrpo plugins`), or 'auto' to pick by model type."
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Parameter dtype.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel; flash_attention_2 needs the flash-attn package."
     )
-    min_pixels: int | None = Field(None, gt=0, description="Smallest image area fed to the model (Qwen smart resize).")
-    max_pixels: int | None = Field(None, gt=0, description="Largest image area fed to the model (Qwen smart resize).")
+    min_pixels: int | None = Field(
+        None, gt=0, description="Smallest image area fed to the model (Qwen smart resize)."
+    )
+    max_pixels: int | None = Field(
+        None, gt=0, description="Largest image area fed to the model (Qwen smart resize)."
+    )
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
     logprobs: Literal["fused", "naive"] = Field(
-        "fused", description="Per-token log-probs from fused kernels (never materialise logits) or plain log_softmax."
+        "fused",
+        description="Per-token log-probs from fused kernels (never materialise logits) or plain log_softmax.",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
@@ -70,14 +80,18 @@ class TaskEntry(_Section):
     task: str = Field(..., description="Task name, e.g. rec or acme.chartqa.")
     data: list[str] = Field(..., min_length=1, description="JSONL file(s) of records for this task.")
     weight: float = Field(1.0, gt=0, description="Relative sampling weight in the mixture.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Task params (see `vgrpo tasks show TASK`).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Task params (see `vgrpo tasks show TASK`)."
+    )
     rewards: dict[str, float | dict[str, Any]] | None = Field(
         None,
         description="Reward weights {name: weight}; replaces the task's defaults. Plugin rewards by name. "
         "A reward with params: {name: {weight: w, params: {...}}} (see `vgrpo tasks show`, `vgrpo plugins`).",
     )
     max_samples: int | None = Field(None, gt=0, description="Use at most this many records (the first ones).")
-    image_root: str | None = Field(None, description="Directory image paths are relative to (default: the JSONL's).")
+    image_root: str | None = Field(
+        None, description="Directory image paths are relative to (default: the JSONL's)."
+    )
 
     @field_validator("data", mode="before")
     @classmethod
@@ -115,7 +129,9 @@ class GrpoConfig(_Section):
     """The GRPO objective (TRL 1.x semantics and defaults)."""
 
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size G).")
-    beta: float = Field(0.0, ge=0, description="k3 KL coefficient to a frozen reference; 0 loads no reference model.")
+    beta: float = Field(
+        0.0, ge=0, description="k3 KL coefficient to a frozen reference; 0 loads no reference model."
+    )
     epsilon: float = Field(0.2, gt=0, description="Lower clipping range of the importance ratio.")
     epsilon_high: float | None = Field(None, gt=0, description="Upper clipping range (default: epsilon).")
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("dapo", description="Loss normalisation.")
@@ -126,7 +142,9 @@ class GrpoConfig(_Section):
     importance_sampling_level: Literal["token", "sequence"] = Field(
         "token", description="Importance ratio per token, or one per sequence (GSPO)."
     )
-    mask_truncated_completions: bool = Field(False, description="Exclude completions that hit the length limit.")
+    mask_truncated_completions: bool = Field(
+        False, description="Exclude completions that hit the length limit."
+    )
 
 
 class GenerationConfig(_Section):
@@ -134,8 +152,10 @@ class GenerationConfig(_Section):
 
     max_completion_length: int = Field(256, gt=0, description="Maximum new tokens per completion.")
     max_prompt_length: int | None = Field(
-        4096, gt=0, description="Cut a longer question from the left to this many text tokens (counted under "
-        "counters/truncated_prompts), so one record cannot make a step unbounded; null: no limit."
+        4096,
+        gt=0,
+        description="Cut a longer question from the left to this many text tokens (counted under "
+        "counters/truncated_prompts), so one record cannot make a step unbounded; null: no limit.",
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
@@ -148,11 +168,19 @@ class OptimConfig(_Section):
     lr: float = Field(1e-6, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
-    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="Schedule after warm-up.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "linear", description="Schedule after warm-up."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables clipping.")
-    prompts_per_step: int = Field(2, gt=0, description="Prompts per optimizer step per process (x G completions).")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm; null disables clipping."
+    )
+    prompts_per_step: int = Field(
+        2, gt=0, description="Prompts per optimizer step per process (x G completions)."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches accumulated per optimizer step."
+    )
     max_steps: int = Field(100, gt=0, description="Optimizer steps to train.")
 
     @field_validator("betas")
@@ -167,11 +195,15 @@ class RewardRuntimeConfig(_Section):
     """Where rewards are computed during training."""
 
     workers: int = Field(
-        1, ge=0, description="Reward worker processes (tasks of a step are scored in parallel); 0 scores in the "
+        1,
+        ge=0,
+        description="Reward worker processes (tasks of a step are scored in parallel); 0 scores in the "
         "training process, with no time limit.",
     )
     timeout_s: float = Field(
-        60.0, gt=0, description="Time limit of one task's reward call in a worker; past it the call's "
+        60.0,
+        gt=0,
+        description="Time limit of one task's reward call in a worker; past it the call's "
         "completions score each reward's minimum and are counted as timeouts.",
     )
 
@@ -208,8 +240,8 @@ class EvalConfig(_Section):
         0,
         ge=0,
         description="During `vgrpo train`: evaluate every N optimizer steps (and after the last) on these "
-        "splits, logging `eval/<task>/<metric>` to metrics.jsonl and TensorBoard; 0 disables. Training waits meanwhile, so "
-        "keep max_samples small.",
+        "splits, logging `eval/<task>/<metric>` to metrics.jsonl and TensorBoard; 0 disables. Training waits "
+        "meanwhile, so keep max_samples small.",
     )
 
     @field_validator("data", mode="before")
@@ -278,32 +310,43 @@ class LoggingConfig(_Section):
     every: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files to output_dir/tb.")
     wandb: bool = Field(False, description="Log to Weights & Biases (needs wandb installed and configured).")
-    completions_every: int = Field(10, ge=0, description="Write sampled completions every N steps; 0 disables.")
+    completions_every: int = Field(
+        10, ge=0, description="Write sampled completions every N steps; 0 disables."
+    )
 
 
 class CheckpointConfig(_Section):
     """Checkpoints and resuming."""
 
     every: int = Field(50, ge=1, description="Save a checkpoint every N optimizer steps (and at the end).")
-    save_total_limit: int | None = Field(3, ge=1, description="Keep at most this many checkpoints; null keeps all.")
-    resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'never', or a checkpoint path.")
+    save_total_limit: int | None = Field(
+        3, ge=1, description="Keep at most this many checkpoints; null keeps all."
+    )
+    resume: str = Field(
+        "auto", description="'auto' (latest checkpoint in output_dir), 'never', or a checkpoint path."
+    )
     overwrite: bool = Field(
-        False, description="With resume=never, start over in an output_dir that holds an earlier run: its files are "
-        "moved to output_dir/previous-runs/<time>/ (never deleted); without it such a run is refused."
+        False,
+        description="With resume=never, start over in an output_dir that holds an earlier run: its files are "
+        "moved to output_dir/previous-runs/<time>/ (never deleted); without it such a run is refused.",
     )
     allow_config_change: bool = Field(
-        False, description="Resume even when the config changed in a way that breaks exactness (model, tasks, "
-        "seed, num_generations, prompts_per_step, ...); other changes are applied and announced either way."
+        False,
+        description="Resume even when the config changed in a way that breaks exactness (model, tasks, "
+        "seed, num_generations, prompts_per_step, ...); other changes are applied and announced either way.",
     )
 
 
 class TrainConfig(_Section):
     """A whole training run."""
 
-    output_dir: str = Field("runs/vgrpo", description="Where metrics, checkpoints and the resolved config go.")
+    output_dir: str = Field(
+        "runs/vgrpo", description="Where metrics, checkpoints and the resolved config go."
+    )
     seed: int = Field(0, ge=0, description="Seed for sampling, generation and initialisation.")
     required_plugins: list[str] = Field(
-        default_factory=list, description='Distributions the run needs, e.g. ["vgrpo-ovd>=0.2"]; checked first.'
+        default_factory=list,
+        description='Distributions the run needs, e.g. ["vgrpo-ovd>=0.2"]; checked first.',
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     tasks: list[TaskEntry] = Field(default_factory=list, description="The task mixture.")
@@ -321,7 +364,9 @@ class TrainConfig(_Section):
         names = [t.task for t in self.tasks]
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"tasks: each task may appear once, {dupes} appear more often (merge their data lists)")
+            raise ValueError(
+                f"tasks: each task may appear once, {dupes} appear more often (merge their data lists)"
+            )
         extra = sorted(set(self.eval.data) - set(names))
         if extra:
             raise ValueError(f"eval.data: {extra} not in tasks {names} (evaluation uses a task's params)")
@@ -353,7 +398,9 @@ def apply_override(data: dict[str, Any], dotted: str) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ParamsError(f"override {key!r}: {'.'.join(parts[:i])} has {len(node)} items, got index {part!r}")
+                raise ParamsError(
+                    f"override {key!r}: {'.'.join(parts[:i])} has {len(node)} items, got index {part!r}"
+                )
             idx = int(part)
             if last:
                 node[idx] = _parse_value(value)
@@ -401,7 +448,11 @@ def _expand_shorthand(key: str) -> str:
 
 def _unknown(where: str, key: str, valid: list[str]) -> str:
     hint = difflib.get_close_matches(key, valid, n=1)
-    return f"unknown config key {where!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid keys: {valid}"
+    return (
+        f"unknown config key {where!r}"
+        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; valid keys: {valid}"
+    )
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -454,7 +505,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except OSError as exc:
             raise ParamsError(f"{path}: cannot read config: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}): save the config as UTF-8") from None
+            raise ParamsError(
+                f"{path}: not UTF-8 text (byte {exc.start}): save the config as UTF-8"
+            ) from None
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: invalid YAML: {exc}") from None
         if loaded is None:

@@ -50,17 +50,23 @@ class DemoResult:
     interrupted_by: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"evals": self.evals, "grpo_reward_thirds": {t: list(v) for t, v in self.thirds.items()},
-                "primary_metric": self.primary, "plots": [str(p) for p in self.plots], "seconds": self.seconds,
-                "interrupted_by": self.interrupted_by}  # fmt: skip
+        return {
+            "evals": self.evals,
+            "grpo_reward_thirds": {t: list(v) for t, v in self.thirds.items()},
+            "primary_metric": self.primary,
+            "plots": [str(p) for p in self.plots],
+            "seconds": self.seconds,
+            "interrupted_by": self.interrupted_by,
+        }
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def evaluate_stage(config: TrainConfig, registry: PluginRegistry, model_path: str, out_dir: Path,
-                   progress: Any = None) -> dict[str, dict[str, float]]:  # fmt: skip
+def evaluate_stage(
+    config: TrainConfig, registry: PluginRegistry, model_path: str, out_dir: Path, progress: Any = None
+) -> dict[str, dict[str, float]]:
     """Greedy evaluation of ``model_path`` on the config's eval splits into ``out_dir`` (predictions.jsonl,
     eval_metrics.json): each task's metrics plus ``format`` and ``reward``, the means over the split of the
     format reward and of the weighted total, with the config's reward weights."""
@@ -84,10 +90,18 @@ def evaluate_stage(config: TrainConfig, registry: PluginRegistry, model_path: st
     }
     for split, item in zip(splits, config.tasks):
         made = [rows[split.task.name, x.id] for x in split.samples]
-        samples = [replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
-                   for x, r in zip(split.samples, made)]  # fmt: skip
-        scores = score(split.task, [r["completion"] for r in made], samples, split.params, item.rewards,
-                       plugin_rewards=registry.rewards)  # fmt: skip
+        samples = [
+            replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
+            for x, r in zip(split.samples, made)
+        ]
+        scores = score(
+            split.task,
+            [r["completion"] for r in made],
+            samples,
+            split.params,
+            item.rewards,
+            plugin_rewards=registry.rewards,
+        )
         values = metrics[split.task.name]
         values["format"] = _mean([s.rewards["format"] for s in scores if "format" in s.rewards])
         values["reward"] = _mean([s.reward for s in scores])
@@ -125,9 +139,16 @@ def _fresh(output_dir: Path) -> Path:
     return demo_dir
 
 
-def run_demo(config_path: str | Path, overrides: Sequence[str] = (), *, registry: PluginRegistry | None = None,
-             synth_dir: str | Path | None = None, synth: dict[str, Any] | None = None, threads: int | None = 1,
-             progress: Callable[[], Any] | None = None) -> DemoResult:  # fmt: skip
+def run_demo(
+    config_path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    registry: PluginRegistry | None = None,
+    synth_dir: str | Path | None = None,
+    synth: dict[str, Any] | None = None,
+    threads: int | None = 1,
+    progress: Callable[[], Any] | None = None,
+) -> DemoResult:
     """The whole demo (see the module). ``synth_dir``: write the synthetic dataset there first (reused when
     its settings match; ``synth``: :func:`vgrpo.synth.synthesize`'s settings). ``threads``: torch's CPU threads
     (1 by default: for the tiny model more threads cost more in synchronisation than they save).
@@ -183,12 +204,16 @@ def run_demo(config_path: str | Path, overrides: Sequence[str] = (), *, registry
     grpo_checkpoint = latest_intact_checkpoint(out)
     if grpo.interrupted_by is None and grpo_checkpoint is not None:
         with bars() as bar:
-            evals[STAGES[2]] = evaluate_stage(grpo_config, registry, str(grpo_checkpoint), demo_dir / "eval-grpo",
-                                              bar)  # fmt: skip
+            evals[STAGES[2]] = evaluate_stage(
+                grpo_config, registry, str(grpo_checkpoint), demo_dir / "eval-grpo", bar
+            )
         lap("eval after GRPO", t)
         result.thirds = reward_thirds(out)
-    result.primary = {e.task: registry.task(e.task).metric_names[0] for e in config.tasks
-                      if registry.task(e.task).metric_names}  # fmt: skip
+    result.primary = {
+        e.task: registry.task(e.task).metric_names[0]
+        for e in config.tasks
+        if registry.task(e.task).metric_names
+    }
     seconds["total"] = round(time.perf_counter() - start, 1)
     (demo_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     return result

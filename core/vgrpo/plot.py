@@ -98,8 +98,15 @@ def _line(
         ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
         ax.plot(steps, _smooth(values, window), color=colour, linewidth=width, label=label)
     else:
-        ax.plot(steps, values, color=colour, linewidth=width, marker="o" if len(values) < 20 else None,
-                markersize=3, label=label)  # fmt: skip
+        ax.plot(
+            steps,
+            values,
+            color=colour,
+            linewidth=width,
+            marker="o" if len(values) < 20 else None,
+            markersize=3,
+            label=label,
+        )
     return True
 
 
@@ -126,14 +133,21 @@ def _panels(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, s
         lines = [(f"tasks/{t}/{stat}", t) for t in tasks if stat in per_task[t]]
         if lines:
             panels.append((title, lines))
-    other = [(f"tasks/{t}/{n}", f"{t} {n}") for t in tasks for n in per_task[t]
-             if n not in _TASK_STATS and n not in bounded[t]]  # fmt: skip
+    other = [
+        (f"tasks/{t}/{n}", f"{t} {n}")
+        for t in tasks
+        for n in per_task[t]
+        if n not in _TASK_STATS and n not in bounded[t]
+    ]
     if other:
         panels.append(("task statistics", other))
     if grpo and "kl" in keys:
         panels.append(("kl", [("kl", "kl to the reference")]))
-    evals = [(k, k.removeprefix("eval/")) for k in keys if k.startswith("eval/") and k.rsplit("/", 1)[-1]
-             not in _EVAL_COUNTS]  # fmt: skip
+    evals = [
+        (k, k.removeprefix("eval/"))
+        for k in keys
+        if k.startswith("eval/") and k.rsplit("/", 1)[-1] not in _EVAL_COUNTS
+    ]
     if evals:
         panels.append(("evaluation", evals))
     return panels

@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 MAX_NONFINITE_STEPS = 3
 
 
-def build_optimizer(model: Any, config: TrainConfig, *, lr: float, scheduler: str, warmup_steps: int,
-                    steps: int) -> tuple[torch.optim.Optimizer, Any]:  # fmt: skip
+def build_optimizer(
+    model: Any, config: TrainConfig, *, lr: float, scheduler: str, warmup_steps: int, steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW over the trainable parameters (weight decay and betas from ``optim``) and its schedule."""
     from transformers import get_scheduler
 
@@ -75,8 +76,12 @@ class Recipe:
     schedule_keys: ClassVar[tuple[str, ...]] = SCHEDULE_KEYS
     """Config keys of the learning rate and its schedule, the rate first (applied on a resume)."""
 
-    def __init__(self, config: TrainConfig, registry: PluginRegistry | None = None,
-                 output_dir: str | Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: TrainConfig,
+        registry: PluginRegistry | None = None,
+        output_dir: str | Path | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry or get_registry()
         self.output_dir = Path(output_dir if output_dir is not None else config.output_dir)
@@ -176,20 +181,33 @@ class Recipe:
         self.sampler = MixtureSampler(sizes, weights, cfg.seed)
         torch.manual_seed(cfg.seed)
         resume_from, changes, run_id = self._setup_run_dir()
-        models = load_run_models(self.adapter, mcfg, seed=cfg.seed, beta=self.reference_beta(), dist=dist,
-                                 resume_from=resume_from)  # fmt: skip
+        models = load_run_models(
+            self.adapter, mcfg, seed=cfg.seed, beta=self.reference_beta(), dist=dist, resume_from=resume_from
+        )
         self.processor = models.processor
         torch.manual_seed(cfg.seed + dist.rank)  # ranks draw different dropout masks
         optimizer, scheduler = build_optimizer(models.policy, cfg, steps=self.max_steps, **self.schedule())
         rows, accumulation = self.micro_batch()
         model, optimizer, _ = dist.prepare(
-            models.policy, optimizer, scheduler, rows_per_micro_batch=rows,
-            gradient_accumulation_steps=accumulation, max_grad_norm=cfg.optim.max_grad_norm,
+            models.policy,
+            optimizer,
+            scheduler,
+            rows_per_micro_batch=rows,
+            gradient_accumulation_steps=accumulation,
+            max_grad_norm=cfg.optim.max_grad_norm,
             bf16=mcfg.dtype == "bfloat16",
-        )  # fmt: skip
+        )
         reference = dist.prepare_reference(models.reference) if models.reference is not None else None
-        self.policy = Policy(cfg, dist, self.adapter, model, optimizer, scheduler, reference=reference,
-                             peft_model=models.peft_model)  # fmt: skip
+        self.policy = Policy(
+            cfg,
+            dist,
+            self.adapter,
+            model,
+            optimizer,
+            scheduler,
+            reference=reference,
+            peft_model=models.peft_model,
+        )
         self.eos_ids = eos_token_ids(self.unwrapped, self.processor)
         self._setup_extra()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -214,13 +232,19 @@ class Recipe:
         resume_from = resume_path(self.output_dir, cfg.checkpoint.resume)
         changes = []
         if resume_from is not None:
-            changes = check_resume_config(resume_from, cfg.model_dump(mode="json"),
-                                          allow=cfg.checkpoint.allow_config_change,
-                                          exactness=self.exactness_keys)  # fmt: skip
+            changes = check_resume_config(
+                resume_from,
+                cfg.model_dump(mode="json"),
+                allow=cfg.checkpoint.allow_config_change,
+                exactness=self.exactness_keys,
+            )
             self._on_main(lambda: set_aside_for_resume(self.output_dir, resume_from))
         else:
-            self._on_main(lambda: start_fresh(self.output_dir, resume=cfg.checkpoint.resume,
-                                              overwrite=cfg.checkpoint.overwrite))  # fmt: skip
+            self._on_main(
+                lambda: start_fresh(
+                    self.output_dir, resume=cfg.checkpoint.resume, overwrite=cfg.checkpoint.overwrite
+                )
+            )
         run_id = (read_manifest(resume_from).get("run_id") if resume_from else None) or uuid.uuid4().hex[:12]
         return resume_from, changes, run_id
 
@@ -228,8 +252,13 @@ class Recipe:
         """Optimizer, scheduler, sampler, RNG and counters from a checkpoint; metrics cut back to its step."""
         assert self.checkpointer is not None and self.policy is not None
         policy = self.policy
-        state = self.checkpointer.load(resume_from, model=policy.model, optimizer=policy.optimizer,
-                                       scheduler=policy.scheduler, sampler=self.sampler)  # fmt: skip
+        state = self.checkpointer.load(
+            resume_from,
+            model=policy.model,
+            optimizer=policy.optimizer,
+            scheduler=policy.scheduler,
+            sampler=self.sampler,
+        )
         self.step = state.step
         self.counters.update(state.counters)
         apply_config_changes(changes, policy.optimizer, policy.scheduler, self.schedule_keys)
@@ -278,8 +307,12 @@ class Recipe:
                 f"checkpoint was saved. Lower {knobs}, set optim.max_grad_norm, or use model.dtype=float32."
             )
         counters = StepStats().reduce(self.dist, self.counters).counters
-        return {"step": self.step, "loss": float("nan"), "skipped": True,
-                **{f"counters/{k}": v for k, v in sorted(counters.items())}}  # fmt: skip
+        return {
+            "step": self.step,
+            "loss": float("nan"),
+            "skipped": True,
+            **{f"counters/{k}": v for k, v in sorted(counters.items())},
+        }
 
     # -- evaluation, checkpoints ---------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -293,8 +326,14 @@ class Recipe:
             {"shard": (self.dist.rank, self.dist.world), "gather": self.dist.gather_objects} if shared else {}
         )
         with self.dist.generation(self.model):
-            metrics = evaluate(self.unwrapped, self.processor, self.adapter, self.eval_splits, **shard,
-                               **eval_settings(self.config))  # fmt: skip
+            metrics = evaluate(
+                self.unwrapped,
+                self.processor,
+                self.adapter,
+                self.eval_splits,
+                **shard,
+                **eval_settings(self.config),
+            )
         return flat_metrics(metrics)
 
     def save_checkpoint(self) -> Path:
@@ -304,10 +343,14 @@ class Recipe:
         lora, policy = self.config.model.lora, self.policy
         assert policy is not None
         state = TrainingState(
-            step=self.step, optimizer=None if self.dist.deepspeed else policy.optimizer.state_dict(),
-            scheduler=policy.scheduler.state_dict(), sampler=self.sampler.state_dict(),
-            world_size=self.dist.world, config=self.config.model_dump(mode="json"), counters=self.counters,
-        )  # fmt: skip
+            step=self.step,
+            optimizer=None if self.dist.deepspeed else policy.optimizer.state_dict(),
+            scheduler=policy.scheduler.state_dict(),
+            sampler=self.sampler.state_dict(),
+            world_size=self.dist.world,
+            config=self.config.model_dump(mode="json"),
+            counters=self.counters,
+        )
         weights = Weights(
             policy.model, policy.unwrapped, self.processor, policy.peft_model, lora.alpha / lora.r
         )
@@ -345,9 +388,15 @@ class Recipe:
             signal.signal(s, self._on_signal)
         last_saved = self.step
         try:
-            with Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
-                          disable=not self.dist.is_main) as progress:  # fmt: skip
+            with Progress(
+                TextColumn(f"[bold]{self.label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+                disable=not self.dist.is_main,
+            ) as progress:
                 bar = progress.add_task("train", total=last, completed=self.step, info="")
                 while self.step < last and not self._stop_agreed():
                     rows = self._guarded_step()

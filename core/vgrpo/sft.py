@@ -40,10 +40,20 @@ log = logging.getLogger(__name__)
 
 #: Config keys whose change breaks an exact SFT resume (refused unless checkpoint.allow_config_change).
 SFT_EXACTNESS_KEYS = (
-    "seed", "model.name_or_path", "model.adapter", "model.lora", "model.dtype", "model.freeze_vision",
-    "model.min_pixels", "model.max_pixels", "tasks", "sft.batch", "sft.max_length",
-    "generation.max_completion_length", "generation.max_prompt_length",
-)  # fmt: skip
+    "seed",
+    "model.name_or_path",
+    "model.adapter",
+    "model.lora",
+    "model.dtype",
+    "model.freeze_vision",
+    "model.min_pixels",
+    "model.max_pixels",
+    "tasks",
+    "sft.batch",
+    "sft.max_length",
+    "generation.max_completion_length",
+    "generation.max_prompt_length",
+)
 #: The learning rate and schedule of SFT (the rate first), applied when they change on a resume.
 SFT_SCHEDULE_KEYS = ("sft.lr", "sft.steps", "sft.lr_scheduler")
 #: The record field whose text, when present, is the target instead of the task's reference completion.
@@ -109,8 +119,14 @@ def sft_entries(entries: list[MixtureEntry], files: list[list[str]]) -> list[Mix
             )
         if reasons:
             first_id, first_why = reasons[0]
-            log.warning("task %s: %d of %d records have no SFT target and are left out (e.g. %r: %s)", name,
-                        len(reasons), len(entry.samples), first_id, first_why)  # fmt: skip
+            log.warning(
+                "task %s: %d of %d records have no SFT target and are left out (e.g. %r: %s)",
+                name,
+                len(reasons),
+                len(entry.samples),
+                first_id,
+                first_why,
+            )
         out.append(replace(entry, samples=kept))
     return out
 
@@ -172,9 +188,15 @@ class SFTTrainer(Recipe):
         """The prompts encoded (one row each) and their targets tokenised, cut to :attr:`max_length`."""
         assert self.dist is not None and self.adapter is not None
         device = self.dist.device
-        encoded = encode_prompts(self.adapter, self.processor, prompts, device, group_size=1,
-                                 max_question_tokens=self.config.generation.max_prompt_length,
-                                 counters=self.counters)  # fmt: skip
+        encoded = encode_prompts(
+            self.adapter,
+            self.processor,
+            prompts,
+            device,
+            group_size=1,
+            max_question_tokens=self.config.generation.max_prompt_length,
+            counters=self.counters,
+        )
         tokenizer = self.processor.tokenizer
         texts, rows = [], []
         for prompt, sample in zip(prompts, encoded.samples):
@@ -242,10 +264,14 @@ class SFTTrainer(Recipe):
         rows = [r for part in self.dist.gather_objects(mine) for r in part]
         tokens = sum(n for _, _, n in rows)
         row: dict[str, Any] = {
-            "step": self.step, "loss": sum(x for _, x, _ in rows) / max(tokens, 1.0), "grad_norm": grad_norm,
-            "lr": lr, "completion_length": tokens / len(rows), "step_time_s": seconds,
+            "step": self.step,
+            "loss": sum(x for _, x, _ in rows) / max(tokens, 1.0),
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "completion_length": tokens / len(rows),
+            "step_time_s": seconds,
             "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        }  # fmt: skip
+        }
         for task in sorted({t for t, _, _ in rows}):
             own = [(x, n) for t, x, n in rows if t == task]
             task_tokens = sum(n for _, n in own)

@@ -192,7 +192,9 @@ class Task:
         """Validate and normalise a record's ground truth; raise ``ValueError("expected …")`` if bad."""
         return solution
 
-    def metric(self, predictions: Sequence[Any], samples: Sequence[Sample], params: TaskParams) -> dict[str, float]:
+    def metric(
+        self, predictions: Sequence[Any], samples: Sequence[Sample], params: TaskParams
+    ) -> dict[str, float]:
         """Dataset-level evaluation metric over parsed predictions (``None`` = unparsable)."""
         raise NotImplementedError
 

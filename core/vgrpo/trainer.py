@@ -81,8 +81,10 @@ class Trainer(Recipe):
         uses, and where a resume continues from."""
         assert self.adapter is not None
         mcfg = self.config.model
-        lines = [f"model {mcfg.name_or_path}: model adapter {self.adapter.name} "
-                 f"(default coords {self.adapter.default_coords})"]  # fmt: skip
+        lines = [
+            f"model {mcfg.name_or_path}: model adapter {self.adapter.name} "
+            f"(default coords {self.adapter.default_coords})"
+        ]
         for entry, item in zip(self.entries, self.config.tasks):
             coords = getattr(entry.params, "coords", None)
             if coords is not None:
@@ -105,21 +107,40 @@ class Trainer(Recipe):
         """G completions per prompt, sampled from per-row seeds, then scored."""
         assert self.dist is not None and self.adapter is not None
         g = self.config.grpo.num_generations
-        encoded = encode_prompts(self.adapter, self.processor, prompts, self.dist.device, group_size=g,
-                                 max_question_tokens=self.config.generation.max_prompt_length,
-                                 counters=self.counters)  # fmt: skip
+        encoded = encode_prompts(
+            self.adapter,
+            self.processor,
+            prompts,
+            self.dist.device,
+            group_size=g,
+            max_question_tokens=self.config.generation.max_prompt_length,
+            counters=self.counters,
+        )
         n_rows = len(encoded.samples)
         first_row = self.dist.rank * n_rows
         seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(n_rows)]
         self.model.eval()
         with self.dist.generation(self.model):
-            rollout = sample(self.unwrapped, self.processor, encoded.inputs, self.config.generation, self.eos_ids,
-                             seeds=seeds)  # fmt: skip
+            rollout = sample(
+                self.unwrapped,
+                self.processor,
+                encoded.inputs,
+                self.config.generation,
+                self.eos_ids,
+                seeds=seeds,
+            )
         self.model.train()
         entries = [p.entry for p in prompts for _ in range(g)]
-        scored = score_rollout(self.entries, entries, rollout.texts, encoded.samples, rollout.lengths.tolist(),
-                               plugin_rewards=self.registry.rewards, pool=self.reward_pool,
-                               failures=self.counters)  # fmt: skip
+        scored = score_rollout(
+            self.entries,
+            entries,
+            rollout.texts,
+            encoded.samples,
+            rollout.lengths.tolist(),
+            plugin_rewards=self.registry.rewards,
+            pool=self.reward_pool,
+            failures=self.counters,
+        )
         rewards = torch.tensor(scored.rewards, dtype=torch.float32)
         return Generation(rollout, entries, encoded.samples, rewards, self.dist.gather(rewards), scored.stats)
 
@@ -146,9 +167,16 @@ class Trainer(Recipe):
             )
             every = self.config.logging.completions_every
             if every and (self.step + 1) % every == 0:
-                rows = [{"step": self.step + 1, "task": self.entries[gen.entries[i]].task.name, "id": gen.samples[i].id,
-                         "completion": text, "reward": float(gen.rewards[i])}
-                        for i, text in enumerate(gen.rollout.texts)]  # fmt: skip
+                rows = [
+                    {
+                        "step": self.step + 1,
+                        "task": self.entries[gen.entries[i]].task.name,
+                        "id": gen.samples[i].id,
+                        "completion": text,
+                        "reward": float(gen.rewards[i]),
+                    }
+                    for i, text in enumerate(gen.rollout.texts)
+                ]
                 write_completions(self._completions_path, rows, self.dist)
         return batches
 
@@ -157,8 +185,10 @@ class Trainer(Recipe):
         assert self.dist is not None
         g, o = self.config.grpo, self.config.optim
         start = time.perf_counter()
-        generations = [self._generate(self._draw_prompts(o.prompts_per_step), m)
-                       for m in range(o.gradient_accumulation_steps)]  # fmt: skip
+        generations = [
+            self._generate(self._draw_prompts(o.prompts_per_step), m)
+            for m in range(o.gradient_accumulation_steps)
+        ]
         batches = self._micro_batches(generations)
         stats = StepStats()
         for gen in generations:
@@ -186,8 +216,15 @@ class Trainer(Recipe):
         reduced = stats.reduce(self.dist, self.counters)
         if self.dist.is_main:
             reduced.report(self._reported, self._plugin_of)
-        return {"step": self.step, "loss": result.loss, "kl": result.kl, "clip_ratio": result.clip_ratio,
-                "grad_norm": result.grad_norm, "lr": result.lr, **reduced.row(time.perf_counter() - start)}  # fmt: skip
+        return {
+            "step": self.step,
+            "loss": result.loss,
+            "kl": result.kl,
+            "clip_ratio": result.clip_ratio,
+            "grad_norm": result.grad_norm,
+            "lr": result.lr,
+            **reduced.row(time.perf_counter() - start),
+        }
 
     def _plugin_of(self, task: str) -> str:
         try:

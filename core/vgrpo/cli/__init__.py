@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help=weights)
     formats = ["jsonl", "table"]
     p.add_argument("--format", choices=formats, default="jsonl", help="output format (default jsonl)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="reward worker processes (default 1; 0: in this process)"
+    )
+    limit = "time limit of one batch's rewards in seconds (default 60): past it its lines become error rows"
+    p.add_argument("--timeout-s", type=float, default=60.0, help=limit)
 
     p = _command(sub, common, "train", cmd_train, "train with GRPO on a task mixture from a YAML config")
     p.add_argument("config", help="YAML config, e.g. examples/tiny.yaml")

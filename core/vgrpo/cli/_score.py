@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -37,11 +38,18 @@ def _chunks(items: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[
 
 
 def score_lines(
-    task: Any, lines: Sequence[tuple[int, str]], params: Any, weights: Any, plugin_rewards: Any
+    task: Any,
+    lines: Sequence[tuple[int, str]],
+    params: Any,
+    weights: Any,
+    plugin_rewards: Any,
+    pool: Any = None,
 ) -> list[dict[str, Any]]:
-    """Score ``vgrpo score`` input lines; a bad line gives an error row, never an exception."""
+    """Score ``vgrpo score`` input lines; a bad line gives an error row, never an exception. With a
+    :class:`~vgrpo.reward_pool.RewardPool` the rewards run in its worker, under its time limit (a hanging or
+    crashing reward gives error rows, as in training)."""
     from vgrpo.data import sample_from_record
-    from vgrpo.scoring import score
+    from vgrpo.scoring import resolve_weights, score
 
     rows: list[dict[str, Any] | None] = [None] * len(lines)
     good: list[int] = []
@@ -72,15 +80,20 @@ def score_lines(
         good.append(i)
         completions.append(completion)
         samples.append(sample)
-    if good:
-        scores = score(task, completions, samples, params, weights, plugin_rewards=plugin_rewards)
-        for i, s in zip(good, scores):
-            rows[i] = {
-                "parsed": s.parsed,
-                "rewards": s.rewards,
-                "reward": s.reward,
-                "error": f"line {lines[i][0]}: " + "; ".join(s.errors) if s.errors else None,
-            }
+    if good and pool is not None:
+        weighed = weights if weights is not None else resolve_weights(task, None, plugin_rewards)
+        scores = pool.score(task, completions, samples, params, weighed, plugin_rewards=plugin_rewards)
+    else:
+        scores = (
+            score(task, completions, samples, params, weights, plugin_rewards=plugin_rewards) if good else []
+        )
+    for i, s in zip(good, scores):
+        rows[i] = {
+            "parsed": s.parsed,
+            "rewards": s.rewards,
+            "reward": s.reward,
+            "error": f"line {lines[i][0]}: " + "; ".join(s.errors) if s.errors else None,
+        }
     return [r for r in rows if r is not None]
 
 
@@ -107,9 +120,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise DataError(f"cannot open: {exc.strerror}", file=args.file) from None
     table_rows: list[dict[str, Any]] = []
-    with stream:
+    from vgrpo.reward_pool import RewardPool
+
+    pool = RewardPool(args.workers, args.timeout_s) if args.workers > 0 else None
+    with stream, contextlib.closing(pool) if pool is not None else contextlib.nullcontext():
         for chunk in _chunks(_read_cases(stream), SCORE_CHUNK):
-            rows = score_lines(task, chunk, params, weights, registry.rewards)
+            rows = score_lines(task, chunk, params, weights, registry.rewards, pool)
             if args.format == "table":
                 table_rows += rows
             else:

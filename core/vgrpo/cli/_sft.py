@@ -65,7 +65,12 @@ def cmd_sft(args: argparse.Namespace) -> int:
     run = trainer.train()
     if trainer.interrupted_by is not None:
         if _main_process():
-            message = f"interrupted at step {trainer.step}, checkpoint-{trainer.step} written; resume with the same command"
+            done = (
+                f"checkpoint-{trainer.step} written"
+                if trainer.step
+                else "before the first step: nothing to save"
+            )
+            message = f"interrupted at step {trainer.step}, {done}; resume with the same command"
             console(stderr=True).print(Text.assemble(("stopped: ", "yellow"), message), soft_wrap=True)
         return 128 + trainer.interrupted_by
     if _main_process():
@@ -100,8 +105,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return Progress(*columns, console=console(stderr=True))
 
     synth = {"n_per_task": args.n, "image_size": args.image_size, "max_shapes": args.max_shapes}
-    result = run_demo(args.config, args.overrides, registry=registry_of(args), synth_dir=args.synth, synth=synth,
-                      threads=args.threads or None, progress=bars)  # fmt: skip
+    result = run_demo(
+        args.config,
+        args.overrides,
+        registry=registry_of(args),
+        synth_dir=args.synth,
+        synth=synth,
+        threads=args.threads or None,
+        progress=bars,
+    )
     console().print(demo_table(result))
     for line in demo_notes(result):
         console().print(Text(line), soft_wrap=True)
@@ -119,16 +131,24 @@ def demo_table(result: DemoResult) -> Table:
     from vgrpo.evaluate import COUNT_KEYS
 
     stages = [s for s in STAGES if s in result.evals]
-    table = Table(title="greedy evaluation on each task's val split", title_justify="left",
-                  caption="reward: the task's weighted rewards (accuracy + format), as in training; "
-                  "metric: each task's own (evaluation)", caption_justify="left")  # fmt: skip
+    table = Table(
+        title="greedy evaluation on each task's val split",
+        title_justify="left",
+        caption="reward: the task's weighted rewards (accuracy + format), as in training; "
+        "metric: each task's own (evaluation)",
+        caption_justify="left",
+    )
     for col in ("task", "metric", *stages):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     tasks = list(result.evals[stages[0]]) if stages else []
     for task in tasks:
         first = result.evals[stages[0]][task]
-        keys = ["format", "reward", "parse_rate", *(k for k in first if k not in (*COUNT_KEYS, "format", "reward",
-                                                                                    "parse_rate"))]  # fmt: skip
+        keys = [
+            "format",
+            "reward",
+            "parse_rate",
+            *(k for k in first if k not in (*COUNT_KEYS, "format", "reward", "parse_rate")),
+        ]
         for i, key in enumerate(keys):
             values = [_cell(result.evals[s].get(task, {}).get(key)) for s in stages]
             table.add_row(*cells(task if i == 0 else "", key, *values))

@@ -165,8 +165,10 @@ def _check_whole_record(task: Task, where: str, record: Any, sample: Sample, v: 
         return
     problem = check_record(task, record, sample, params)
     if problem is not None:
-        v.add("examples: the task's check_record refuses a record (data check and the loaders would):",
-              f"{where} {_short(record)}: {problem}")  # fmt: skip
+        v.add(
+            "examples: the task's check_record refuses a record (data check and the loaders would):",
+            f"{where} {_short(record)}: {problem}",
+        )
 
 
 # -- template ------------------------------------------------------------------------------------------------
@@ -251,12 +253,16 @@ def _check_parser(
                 continue
             took = time.perf_counter() - start
             if took > SLOW_PARSE_S:
-                v.add("parser: parse() is too slow (it must be linear in the completion length):",
-                      f"{took:.1f} s on {_short(c)}{note}")  # fmt: skip
+                v.add(
+                    "parser: parse() is too slow (it must be linear in the completion length):",
+                    f"{took:.1f} s on {_short(c)}{note}",
+                )
             problem = _json_problem(value)
             if problem:
-                v.add("parser: parse() returned a value that is not strict JSON:",
-                      f"{_short(value)} on {_short(c)}{note} ({problem})")  # fmt: skip
+                v.add(
+                    "parser: parse() returned a value that is not strict JSON:",
+                    f"{_short(value)} on {_short(c)}{note} ({problem})",
+                )
                 value = None
             parsed.append(value)
         out.append(parsed)
@@ -326,8 +332,11 @@ def _check_reward_values(
         except Exception as exc:  # noqa: BLE001 - a batched reward that raised on a single item
             values, batch_error = [exc], None
         if batch_error is not None:
-            v.add(f"reward {reward.name!r} raised {type(batch_error).__name__} on a whole batch, not on its items "
-                  "one by one:", f"a batch of {len(chunk)}{note}: {str(batch_error)[:300]}")  # fmt: skip
+            v.add(
+                f"reward {reward.name!r} raised {type(batch_error).__name__} on a whole batch, not on its items "
+                "one by one:",
+                f"a batch of {len(chunk)}{note}: {str(batch_error)[:300]}",
+            )
         for (p, s, c), value in zip(chunk, values):
             where = f"on {_short(c)} (parsed {_short(p, 40)}, sample {s.id!r}){note}"
             if isinstance(value, Exception):
@@ -412,15 +421,19 @@ def _check_metric(
         v.add("metric: metric_names is empty;", "declare the names metric() returns (e.g. ('accuracy',))")
     perfect = [(s, c) for s, c in pairs if c is not None]
     if not perfect:
-        v.add("metric: no example has a correct completion,",
-              "so perfect predictions cannot be derived: set the task's example_completion")  # fmt: skip
+        v.add(
+            "metric: no example has a correct completion,",
+            "so perfect predictions cannot be derived: set the task's example_completion",
+        )
     else:
         predictions = []
         for sample, completion in perfect:
             prediction = _safe_parse(task, completion, params, sample)
             if prediction is None:
-                v.add("metric: a correct example completion does not parse:",
-                      f"parse({_short(completion)}) returned None for sample {sample.id!r}")  # fmt: skip
+                v.add(
+                    "metric: a correct example completion does not parse:",
+                    f"parse({_short(completion)}) returned None for sample {sample.id!r}",
+                )
             predictions.append(prediction)
         samples = [s for s, _ in perfect]
         values = _run_metric(task, predictions, samples, params, "on perfect predictions", v)
@@ -430,12 +443,16 @@ def _check_metric(
             if values is not None and name in values and _is_finite_number(got):
                 if not math.isclose(float(got), float(target), rel_tol=1e-9, abs_tol=1e-9):
                     ids = [s.id for s in samples]
-                    v.add(f"metric: {name!r} is not at its best on perfect predictions:",
-                          f"got {got!r}, expected {target!r} for predictions {_short(predictions, 120)} "
-                          f"(parsed from the correct completions of samples {ids})")  # fmt: skip
+                    v.add(
+                        f"metric: {name!r} is not at its best on perfect predictions:",
+                        f"got {got!r}, expected {target!r} for predictions {_short(predictions, 120)} "
+                        f"(parsed from the correct completions of samples {ids})",
+                    )
             elif values is not None and name not in values and name not in task.metric_names:
-                v.add(f"metric: metric_best names {name!r}, which metric() does not return;",
-                      f"it returned {list(values)}")  # fmt: skip
+                v.add(
+                    f"metric: metric_best names {name!r}, which metric() does not return;",
+                    f"it returned {list(values)}",
+                )
         _check_correct(task, predictions, samples, params, "on perfect predictions", v, expect=True)
     samples = [s for s, _ in pairs]
     nones = [None] * len(samples)
@@ -467,8 +484,10 @@ def _check_correct(
     if len(flags) != len(predictions) or not all(
         isinstance(f, bool) or type(f).__name__ == "bool_" for f in flags
     ):
-        v.add(f"correct: correct() {what} returned {_short(flags)},",
-              f"expected {len(predictions)} bools, one per prediction")  # fmt: skip
+        v.add(
+            f"correct: correct() {what} returned {_short(flags)},",
+            f"expected {len(predictions)} bools, one per prediction",
+        )
     elif expect is not None and not all(bool(f) is expect for f in flags):
         wrong = [s.id for s, f in zip(samples, flags) if bool(f) is not expect]
         v.add(f"correct: correct() is not {expect} {what}", f"for samples {wrong}")
@@ -534,10 +553,27 @@ def check_task(
 
 
 _GENERIC_PARSED: tuple[Any, ...] = (
-    None, "", "yes", "3", 3, 0, -1, 2.5, 1e308, 2**80, True, [], {}, [1, 2, 3, 4],
-    [[0, 0], [10, 0], [10, 10]], {"bbox_2d": [0, 0, 10, 10], "label": "cat"},
-    [{"bbox_2d": [0, 0, 10, 10], "label": "cat"}], "\\frac{1}{2}", "😀" * 1000, [None, "x", [], {}],
-)  # fmt: skip
+    None,
+    "",
+    "yes",
+    "3",
+    3,
+    0,
+    -1,
+    2.5,
+    1e308,
+    2**80,
+    True,
+    [],
+    {},
+    [1, 2, 3, 4],
+    [[0, 0], [10, 0], [10, 10]],
+    {"bbox_2d": [0, 0, 10, 10], "label": "cat"},
+    [{"bbox_2d": [0, 0, 10, 10], "label": "cat"}],
+    "\\frac{1}{2}",
+    "😀" * 1000,
+    [None, "x", [], {}],
+)
 
 
 def _generic_samples() -> list[Sample]:

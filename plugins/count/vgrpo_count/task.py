@@ -64,7 +64,12 @@ class CountTask(vgrpo.Task):
     )
     rewards = (accuracy, vgrpo.format_reward)
     metric_names = ("accuracy",)
-    example = {"id": "count-0", "image": "scene.png", "question": "How many red circles are there?", "solution": 3}
+    example = {
+        "id": "count-0",
+        "image": "scene.png",
+        "question": "How many red circles are there?",
+        "solution": 3,
+    }
     example_completion = "<think>I see one, two, three red circles.</think> <answer>3</answer>"
 
     def parse(self, completion: str, params: vgrpo.TaskParams) -> int | float | None:
