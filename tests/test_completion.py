@@ -34,7 +34,7 @@ def test_format_check_is_linear_on_adversarial_input():
     start = time.perf_counter()
     assert not is_well_formatted(evil)
     assert extract_answer("<answer>" * 50000) is None
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10  # linear: well under a second; quadratic would take minutes
 
 
 def test_extract_answer_takes_the_first_complete_block():

@@ -56,6 +56,22 @@ def _launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _forget_earlier_accelerator() -> None:
+    """Drop the settings an earlier ``Accelerator`` of this process left in accelerate's shared state.
+
+    ``AcceleratorState`` is one object per process: an ``Accelerator()`` created after another one (a second run
+    in a notebook, a ``transformers.Trainer`` with ``bf16=True`` before it) silently inherits its mixed precision
+    and DeepSpeed plugin, so a float32 run would train under bf16 autocast. Each run takes its settings from its
+    own launch (the environment ``accelerate launch`` sets); the process group (``PartialState``) is kept.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    if AcceleratorState._shared_state:
+        log.debug("resetting accelerate's state left by an earlier Accelerator in this process")
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+
+
 class Distributed:
     """accelerate's Accelerator plus the collective operations GRPO needs. One process works the same way."""
 
@@ -71,6 +87,7 @@ class Distributed:
                 )  # accelerate knows no CPU DeepSpeed backend
             else:
                 cpu = True  # DDP over gloo (`accelerate launch --multi_gpu` / torchrun on a machine without GPUs)
+        _forget_earlier_accelerator()
         self.accelerator = Accelerator(cpu=cpu, kwargs_handlers=handlers)
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes

@@ -88,7 +88,7 @@ def test_parse_is_fast_on_200k_adversarial_input(text: str) -> None:
     for completion in (text, f"<think>{text}</think><answer>{text}</answer>"):
         result = parse(completion, require_answer_tags=False)
         assert result is None or isinstance(result, str)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10  # linear: well under a second; quadratic would take minutes
 
 
 def test_200k_completion_with_box() -> None:
@@ -260,4 +260,4 @@ def test_prose_rule_is_fast_on_200k_adversarial_input(text: str) -> None:
     start = time.perf_counter()
     result = parse_answer(text)
     assert result is None or (isinstance(result, str) and result == result.strip() and result)
-    assert time.perf_counter() - start < 1.5  # linear; quadratic would take minutes
+    assert time.perf_counter() - start < 10  # linear; quadratic would take minutes

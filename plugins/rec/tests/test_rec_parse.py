@@ -168,7 +168,7 @@ def test_deep_nesting_falls_back_to_the_scan() -> None:
 def test_long_input_is_fast(text: str) -> None:
     start = time.perf_counter()
     result = parse(text)
-    assert time.perf_counter() - start < 1.0  # quadratic behaviour on 200k chars would take minutes
+    assert time.perf_counter() - start < 10  # quadratic behaviour on 200k chars would take minutes
     assert result is None or result == [1.0, 2.0, 3.0, 4.0]
 
 
