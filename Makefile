@@ -25,15 +25,12 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-TASKS := rec ovd count math
-
-# The main job: list the plugins, score the shipped example completions of every task, then train the embedded
-# tiny model on the synthetic four-task mixture (examples/tiny.yaml).
+# The main job, in one process (examples/demo.yaml): synthetic data (112-pixel scenes of at most two shapes,
+# which the tiny model sees whole), then on rec, count and math an evaluation of the untrained tiny model, the
+# SFT cold start, an evaluation, GRPO from the SFT checkpoint, an evaluation, and the table of the three with
+# where the plots are. Its figures: docs/benchmarks.md.
 demo: install
-	$(BIN)/vgrpo plugins
-	@for t in $(TASKS); do $(BIN)/vgrpo score $$t examples/completions/$$t.jsonl --format table || exit 1; done
-	$(BIN)/python -c "from vgrpo.synth import synthesize; synthesize('examples/data/tiny', n_per_task=100, seed=0, reuse=True)"
-	$(BIN)/vgrpo train examples/tiny.yaml
+	$(BIN)/vgrpo demo examples/demo.yaml --synth examples/data/tiny --n 100 --image-size 112 --max-shapes 2 --n-val 30
 
 # Lint and format checks first (ruff, configured in pyproject.toml; never rewrites: fix with `ruff format .`
 # and `ruff check --fix .`), then the docs site (strict: a broken link or anchor, or a page missing from the

@@ -288,8 +288,9 @@ class SftConfig(_Section):
         1e-5, gt=0, description="Peak learning rate (AdamW; weight decay, betas, clipping from optim)."
     )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
-        "cosine", description="Schedule over the steps."
+        "cosine", description="Schedule over the steps, after the warm-up."
     )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     batch: int = Field(8, gt=0, description="Records per optimizer step per process.")
     max_length: int | None = Field(
         None,

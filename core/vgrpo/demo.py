@@ -1,10 +1,10 @@
-"""The demo that learns (``make demo``, ``vgrpo demo CONFIG``), in one process: synthetic data → evaluate the
-untrained model → SFT cold start (:mod:`vgrpo.sft`) → evaluate → GRPO from the SFT checkpoint
+"""The demo that learns (``make demo``, ``vgrpo demo CONFIG``), in one process: synthetic data → evaluate
+the untrained model → SFT cold start (:mod:`vgrpo.sft`) → evaluate → GRPO from the SFT checkpoint
 (:mod:`vgrpo.trainer`) → evaluate → one table of the three evaluations per task, and the plots.
 
 Each evaluation is greedy on the config's eval splits (``eval.data``): every task's own metric, its parse
-rate, and the mean reward of the task's weighted rewards over the split (``format`` among them), scored exactly
-as in training. Everything lands in ``<output_dir>``: the SFT run in ``sft/`` (``sft.output_dir``), the GRPO
+rate, and the mean over the split of the format reward and of the task's weighted rewards, scored exactly as
+in training. Everything lands in ``<output_dir>``: the SFT run in ``sft/`` (``sft.output_dir``), the GRPO
 run at the top, and the evaluations and ``summary.json`` in ``demo/``. The demo always starts new runs: the
 files of an earlier demo are moved to ``previous-runs/`` (never deleted), as ``checkpoint.overwrite`` does.
 """
@@ -129,7 +129,7 @@ def reward_thirds(run_dir: Path) -> dict[str, tuple[float, float]]:
 
 
 def _fresh(output_dir: Path) -> Path:
-    """The demo's folder, emptied: an earlier demo's evaluations move to previous-runs/ (nothing is deleted)."""
+    """The demo's folder, empty: an earlier demo's evaluations move to previous-runs/ (nothing is deleted)."""
     from vgrpo.run_dir import move_aside
 
     demo_dir = output_dir / "demo"
@@ -150,8 +150,8 @@ def run_demo(
     progress: Callable[[], Any] | None = None,
 ) -> DemoResult:
     """The whole demo (see the module). ``synth_dir``: write the synthetic dataset there first (reused when
-    its settings match; ``synth``: :func:`vgrpo.synth.synthesize`'s settings). ``threads``: torch's CPU threads
-    (1 by default: for the tiny model more threads cost more in synchronisation than they save).
+    its settings match; ``synth``: :func:`vgrpo.synth.synthesize`'s settings). ``threads``: torch's CPU
+    threads (1 by default: for the tiny model more threads cost more in synchronisation than they save).
     ``progress``: a factory of rich Progress bars for the evaluations."""
     import torch
 
@@ -161,62 +161,54 @@ def run_demo(
     from vgrpo.trainer import Trainer
 
     start = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        seconds[name] = round(now - since, 1)
-        return now
-
     if threads:
         torch.set_num_threads(threads)
     registry = registry or get_registry()
-    t = start
     if synth_dir is not None:
         synthesize(synth_dir, reuse=True, registry=registry, **(synth or {}))
-        t = lap("synth", t)
     config = load_config(config_path, [*overrides, *FRESH])
     out = Path(config.output_dir)
     demo_dir = _fresh(out)
+    primary = {e.task: names[0] for e in config.tasks if (names := registry.task(e.task).metric_names)}
+    result = DemoResult({}, {}, primary, [], out, {"synth": round(time.perf_counter() - start, 1)})
     bars = progress or _no_progress
-    evals: dict[str, dict[str, dict[str, float]]] = {}
-    with bars() as bar:
-        evals[STAGES[0]] = evaluate_stage(
-            config, registry, config.model.name_or_path, demo_dir / "eval-untrained", bar
-        )
-    t = lap("eval untrained", t)
-    sft = SFTTrainer(config, registry)
-    sft.train()
-    t = lap("sft", t)
-    result = DemoResult(evals, {}, {}, [p for p in [sft.plot_path] if p], out, seconds, sft.interrupted_by)
-    sft_checkpoint = latest_intact_checkpoint(sft.output_dir)
-    if sft.interrupted_by is not None or sft_checkpoint is None:
-        return result
-    with bars() as bar:
-        evals[STAGES[1]] = evaluate_stage(config, registry, str(sft_checkpoint), demo_dir / "eval-sft", bar)
-    t = lap("eval after SFT", t)
-    grpo_config = load_config(config_path, [*overrides, *FRESH, f"model.name_or_path={sft_checkpoint}"])
-    grpo = Trainer(grpo_config, registry)
-    grpo.train()
-    t = lap("grpo", t)
-    result.plots += [p for p in [grpo.plot_path] if p]
-    result.interrupted_by = grpo.interrupted_by
-    grpo_checkpoint = latest_intact_checkpoint(out)
-    if grpo.interrupted_by is None and grpo_checkpoint is not None:
+    clock = [time.perf_counter()]
+
+    def timed(name: str) -> None:
+        now = time.perf_counter()
+        result.seconds[name] = round(now - clock[0], 1)
+        clock[0] = now
+
+    def evaluation(stage: str, cfg: TrainConfig, model: str, folder: str) -> None:
         with bars() as bar:
-            evals[STAGES[2]] = evaluate_stage(
-                grpo_config, registry, str(grpo_checkpoint), demo_dir / "eval-grpo", bar
-            )
-        lap("eval after GRPO", t)
-        result.thirds = reward_thirds(out)
-    result.primary = {
-        e.task: registry.task(e.task).metric_names[0]
-        for e in config.tasks
-        if registry.task(e.task).metric_names
-    }
-    seconds["total"] = round(time.perf_counter() - start, 1)
-    (demo_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
-    return result
+            result.evals[stage] = evaluate_stage(cfg, registry, model, demo_dir / folder, bar)
+        timed(f"eval {stage}")
+
+    try:
+        evaluation(STAGES[0], config, config.model.name_or_path, "eval-untrained")
+        sft = SFTTrainer(config, registry)
+        sft.train()
+        timed("sft")
+        result.plots += [p for p in [sft.plot_path] if p]
+        result.interrupted_by = sft.interrupted_by
+        sft_checkpoint = latest_intact_checkpoint(sft.output_dir)
+        if sft.interrupted_by is not None or sft_checkpoint is None:
+            return result
+        evaluation(STAGES[1], config, str(sft_checkpoint), "eval-sft")
+        grpo_config = load_config(config_path, [*overrides, *FRESH, f"model.name_or_path={sft_checkpoint}"])
+        grpo = Trainer(grpo_config, registry)
+        grpo.train()
+        timed("grpo")
+        result.plots += [p for p in [grpo.plot_path] if p]
+        result.interrupted_by = grpo.interrupted_by
+        grpo_checkpoint = latest_intact_checkpoint(out)
+        if grpo.interrupted_by is None and grpo_checkpoint is not None:
+            evaluation(STAGES[2], grpo_config, str(grpo_checkpoint), "eval-grpo")
+            result.thirds = reward_thirds(out)
+        return result
+    finally:
+        result.seconds["total"] = round(time.perf_counter() - start, 1)
+        (demo_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
 
 
 class _no_progress:  # noqa: N801 - used like a Progress factory

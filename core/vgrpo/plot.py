@@ -141,7 +141,7 @@ def _panels(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, s
     ]
     if other:
         panels.append(("task statistics", other))
-    if grpo and "kl" in keys:
+    if grpo and any(v != 0.0 for v in _series(rows, "kl")[1]):  # beta 0 (no reference): no KL to draw
         panels.append(("kl", [("kl", "kl to the reference")]))
     evals = [
         (k, k.removeprefix("eval/"))

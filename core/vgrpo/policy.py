@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from vgrpo.models.adapters import ModelAdapter
 
 
+def build_optimizer(
+    model: Any, config: TrainConfig, *, lr: float, scheduler: str, warmup_steps: int, steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters (weight decay and betas from ``optim``) and its schedule."""
+    from transformers import get_scheduler
+
+    o = config.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+    schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=steps)
+    return optimizer, schedule
+
+
 @dataclass
 class StepResult:
     """What one optimizer step did, reduced over processes."""

@@ -44,26 +44,13 @@ from vgrpo.mixture import MixtureEntry, MixtureSampler, build_mixture
 from vgrpo.models.adapters import ModelAdapter, adapter_for
 from vgrpo.models.loading import load_run_models
 from vgrpo.plugins import PluginRegistry, get_registry
-from vgrpo.policy import Policy
+from vgrpo.policy import Policy, build_optimizer
 from vgrpo.rollout import eos_token_ids
 from vgrpo.run_dir import RunLock, set_aside_for_resume, start_fresh, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
 MAX_NONFINITE_STEPS = 3
-
-
-def build_optimizer(
-    model: Any, config: TrainConfig, *, lr: float, scheduler: str, warmup_steps: int, steps: int
-) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the trainable parameters (weight decay and betas from ``optim``) and its schedule."""
-    from transformers import get_scheduler
-
-    o = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
-    schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=steps)
-    return optimizer, schedule
 
 
 class Recipe:
@@ -188,25 +175,15 @@ class Recipe:
         torch.manual_seed(cfg.seed + dist.rank)  # ranks draw different dropout masks
         optimizer, scheduler = build_optimizer(models.policy, cfg, steps=self.max_steps, **self.schedule())
         rows, accumulation = self.micro_batch()
+        batch = {"rows_per_micro_batch": rows, "gradient_accumulation_steps": accumulation}
+        clip, bf16 = cfg.optim.max_grad_norm, mcfg.dtype == "bfloat16"
         model, optimizer, _ = dist.prepare(
-            models.policy,
-            optimizer,
-            scheduler,
-            rows_per_micro_batch=rows,
-            gradient_accumulation_steps=accumulation,
-            max_grad_norm=cfg.optim.max_grad_norm,
-            bf16=mcfg.dtype == "bfloat16",
+            models.policy, optimizer, scheduler, **batch, max_grad_norm=clip, bf16=bf16
         )
         reference = dist.prepare_reference(models.reference) if models.reference is not None else None
+        peft = models.peft_model
         self.policy = Policy(
-            cfg,
-            dist,
-            self.adapter,
-            model,
-            optimizer,
-            scheduler,
-            reference=reference,
-            peft_model=models.peft_model,
+            cfg, dist, self.adapter, model, optimizer, scheduler, reference=reference, peft_model=peft
         )
         self.eos_ids = eos_token_ids(self.unwrapped, self.processor)
         self._setup_extra()
@@ -232,19 +209,12 @@ class Recipe:
         resume_from = resume_path(self.output_dir, cfg.checkpoint.resume)
         changes = []
         if resume_from is not None:
-            changes = check_resume_config(
-                resume_from,
-                cfg.model_dump(mode="json"),
-                allow=cfg.checkpoint.allow_config_change,
-                exactness=self.exactness_keys,
-            )
+            now, allow = cfg.model_dump(mode="json"), cfg.checkpoint.allow_config_change
+            changes = check_resume_config(resume_from, now, allow=allow, exactness=self.exactness_keys)
             self._on_main(lambda: set_aside_for_resume(self.output_dir, resume_from))
         else:
-            self._on_main(
-                lambda: start_fresh(
-                    self.output_dir, resume=cfg.checkpoint.resume, overwrite=cfg.checkpoint.overwrite
-                )
-            )
+            resume, overwrite = cfg.checkpoint.resume, cfg.checkpoint.overwrite
+            self._on_main(lambda: start_fresh(self.output_dir, resume=resume, overwrite=overwrite))
         run_id = (read_manifest(resume_from).get("run_id") if resume_from else None) or uuid.uuid4().hex[:12]
         return resume_from, changes, run_id
 
@@ -252,13 +222,8 @@ class Recipe:
         """Optimizer, scheduler, sampler, RNG and counters from a checkpoint; metrics cut back to its step."""
         assert self.checkpointer is not None and self.policy is not None
         policy = self.policy
-        state = self.checkpointer.load(
-            resume_from,
-            model=policy.model,
-            optimizer=policy.optimizer,
-            scheduler=policy.scheduler,
-            sampler=self.sampler,
-        )
+        parts = {"model": policy.model, "optimizer": policy.optimizer, "scheduler": policy.scheduler}
+        state = self.checkpointer.load(resume_from, **parts, sampler=self.sampler)
         self.step = state.step
         self.counters.update(state.counters)
         apply_config_changes(changes, policy.optimizer, policy.scheduler, self.schedule_keys)

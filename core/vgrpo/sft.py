@@ -2,10 +2,11 @@
 
 A step draws ``sft.batch`` records from the mixture sampler GRPO uses, encodes their prompts through the one
 prompt path (:func:`vgrpo.prompts.encode_prompts`) and trains on each record's *target*: its ``completion``
-field when it has one, else its task's :meth:`~vgrpo.Task.reference_completion` (with ``input_size`` known, so
-boxes are in the pixels the model sees), then the end-of-sequence token. The loss is the mean token
+field when it has one, else its task's :meth:`~vgrpo.Task.reference_completion` (with ``input_size`` known,
+so boxes are in the pixels the model sees), then the end-of-sequence token. The loss is the mean token
 cross-entropy over the target tokens of the whole batch (on every process together), from the fused log-prob
-kernels (:func:`vgrpo.rollout.completion_logprobs`: no ``[tokens, vocab]`` logits); prompt tokens carry no loss.
+kernels (:func:`vgrpo.rollout.completion_logprobs`: no ``[tokens, vocab]`` logits); prompt tokens carry no
+loss.
 
 Model loading, LoRA, freezing, the optimizer, logging, checkpoints, exact resume and the run-folder rules are
 the GRPO recipe's (:class:`vgrpo.recipe.Recipe`); the run goes to ``sft.output_dir`` (default
@@ -55,7 +56,7 @@ SFT_EXACTNESS_KEYS = (
     "generation.max_prompt_length",
 )
 #: The learning rate and schedule of SFT (the rate first), applied when they change on a resume.
-SFT_SCHEDULE_KEYS = ("sft.lr", "sft.steps", "sft.lr_scheduler")
+SFT_SCHEDULE_KEYS = ("sft.lr", "sft.steps", "sft.warmup_steps", "sft.lr_scheduler")
 #: The record field whose text, when present, is the target instead of the task's reference completion.
 COMPLETION_FIELD = "completion"
 
@@ -113,9 +114,10 @@ def sft_entries(entries: list[MixtureEntry], files: list[list[str]]) -> list[Mix
             )
             raise DataError(
                 f"task {name!r} has no SFT target for any of its {len(reasons)} records: they have no "
-                f"{COMPLETION_FIELD!r} field and {cause}. Either add a {COMPLETION_FIELD!r} field (the target "
-                f"text) to the records of {', '.join(data)}, or implement reference_completion(sample, params) "
-                f"in the task's plugin (see `vgrpo tasks show {name}`); or leave the task out of the SFT run"
+                f"{COMPLETION_FIELD!r} field and {cause}. Either add a {COMPLETION_FIELD!r} field (the "
+                f"target text) to the records of {', '.join(data)}, or implement "
+                "reference_completion(sample, params) in the task's plugin; or leave the task out of the "
+                "SFT run"
             )
         if reasons:
             first_id, first_why = reasons[0]
@@ -163,7 +165,7 @@ class SFTTrainer(Recipe):
 
     def schedule(self) -> dict[str, Any]:
         s = self.config.sft
-        return {"lr": s.lr, "scheduler": s.lr_scheduler, "warmup_steps": 0}
+        return {"lr": s.lr, "scheduler": s.lr_scheduler, "warmup_steps": s.warmup_steps}
 
     def micro_batch(self) -> tuple[int, int]:
         return self.config.sft.batch, 1

@@ -38,6 +38,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. seed=1 output_dir=runs/demo-1")
     p.add_argument("--synth", metavar="DIR", help="write the synthetic dataset the config reads here first")
     p.add_argument("--n", type=int, default=100, help="train records per task (--synth, default 100)")
+    p.add_argument("--n-val", type=int, help="val records per task (--synth, default a tenth of --n)")
     p.add_argument("--image-size", type=int, default=224, help="image side in pixels (--synth, default 224)")
     p.add_argument("--max-shapes", type=int, default=6, help="shapes per scene at most (--synth, default 6)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's choice)")
@@ -104,7 +105,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         columns = (TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         return Progress(*columns, console=console(stderr=True))
 
-    synth = {"n_per_task": args.n, "image_size": args.image_size, "max_shapes": args.max_shapes}
+    synth = {
+        "n_per_task": args.n,
+        "n_val": args.n_val,
+        "image_size": args.image_size,
+        "max_shapes": args.max_shapes,
+    }
     result = run_demo(
         args.config,
         args.overrides,
@@ -143,12 +149,8 @@ def demo_table(result: DemoResult) -> Table:
     tasks = list(result.evals[stages[0]]) if stages else []
     for task in tasks:
         first = result.evals[stages[0]][task]
-        keys = [
-            "format",
-            "reward",
-            "parse_rate",
-            *(k for k in first if k not in (*COUNT_KEYS, "format", "reward", "parse_rate")),
-        ]
+        shown = ("format", "reward", "parse_rate")
+        keys = [*shown, *(k for k in first if k not in (*COUNT_KEYS, *shown))]
         for i, key in enumerate(keys):
             values = [_cell(result.evals[s].get(task, {}).get(key)) for s in stages]
             table.add_row(*cells(task if i == 0 else "", key, *values))

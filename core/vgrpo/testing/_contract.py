@@ -22,6 +22,7 @@ from vgrpo.errors import ParamsError
 from vgrpo.rewards import Reward, RewardFailure
 from vgrpo.task import Sample, Task, TaskParams, call_parse
 from vgrpo.testing._fuzz import fuzz_completions
+from vgrpo.testing._reference import check_reference
 from vgrpo.validation import validate_task
 
 log = logging.getLogger(__name__)
@@ -517,6 +518,9 @@ def check_task(
       completions, fixed edge cases) it never raises, is fast, and returns ``None`` or strict JSON;
     - rewards: every value on those completions and the examples is a finite number inside the declared
       range (or a :class:`~vgrpo.RewardFailure`); each reward has a description;
+    - reference: when the task implements ``reference_completion`` (the SFT target), on every example and
+      params variant it is ``None`` or a string that parses, is ``correct``, and scores the maximum of each
+      reward the task weighs by default;
     - metric: on *perfect predictions* — the parses of the correct completions — every name in
       ``metric_names`` reaches its best value: 1.0, or ``metric_best[name]`` (e.g. ``{"mae": 0.0}``);
       on ``None`` and fuzzed predictions it returns finite numbers for every declared name.
@@ -546,6 +550,8 @@ def check_task(
         completions = fuzz_completions(fuzz, seed=seed, seeds=[c for _, c in pairs if c])
         parsed = _check_parser(task, completions, [s for s, _ in pairs], variants, v)
         _check_rewards(task, completions, parsed, pairs, variants, v)
+        samples = [s for s, _ in pairs]
+        check_reference(task, samples, variants, v, lambda p: _params_note(p, variants[0]))
         if type(task).metric is not Task.metric:
             _check_metric(task, pairs, parsed[0], variants[0], metric_best, v)
     log.info("check_task %s: %d params variant(s), %d example(s)", subject, len(variants), len(pairs))

@@ -245,9 +245,8 @@ class RecTask(vgrpo.Task):
         if box is None:
             return None
         digits = 5 if coords == "norm1" else 2  # 0.01 pixel, 0.00001 of the image
-        numbers = ", ".join(
-            str(int(v) if v.is_integer() else v) for v in (round(float(x), digits) for x in box)
-        )
+        rounded = [round(float(x), digits) for x in box]
+        numbers = ", ".join(str(int(v) if v.is_integer() else v) for v in rounded)
         return f'<think>Locating it.</think><answer>{{"bbox_2d": [{numbers}]}}</answer>'
 
     def synth_record(self, item: SynthItem) -> dict[str, Any]:
