@@ -14,12 +14,15 @@ from vgrpo.demo import STAGES, run_demo, stage_means
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _config(tmp_path: Path, tasks: tuple[str, ...], body: str) -> Path:
+def _config(tmp_path: Path, tasks: tuple[str, ...], body: str, eval_extra: str = "") -> Path:
     data = tmp_path / "data"
     entries = "\n".join(f"  - {{task: {t}, data: data/{t}/train.jsonl}}" for t in tasks)
     evals = "\n".join(f"    {t}: data/{t}/val.jsonl" for t in tasks)
     path = tmp_path / "demo.yaml"
-    text = f"output_dir: {tmp_path / 'run'}\ntasks:\n{entries}\neval:\n  batch_size: 8\n  data:\n{evals}\n"
+    text = (
+        f"output_dir: {tmp_path / 'run'}\ntasks:\n{entries}\n"
+        f"eval:\n  batch_size: 8\n{eval_extra}  data:\n{evals}\n"
+    )
     path.write_text(f"{text}logging: {{tensorboard: false}}\n{body}", encoding="utf-8")
     assert not data.exists()
     return path
@@ -32,15 +35,21 @@ def test_the_demo_writes_three_evaluations_both_runs_and_their_plots(tmp_path, c
         "sft: {steps: 2, batch: 2}\ngrpo: {num_generations: 2}\n"
         "optim: {max_steps: 2, prompts_per_step: 2}\ngeneration: {max_completion_length: 8}\n"
         "rewards: {workers: 0}\n",
+        eval_extra="  num_samples: 2\n  temperature: 1.5\n",
     )
     argv = ["demo", str(config), "--synth", str(tmp_path / "data"), "--n", "4", "--image-size", "112"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     for words in (*STAGES, "count", "rec", "format", "reward", "acc@0.5", "mean", "plots:", "took"):
         assert words in out
+    assert "2 completions per record sampled at temperature 1.5" in " ".join(out.split())
     run = tmp_path / "run"
     summary = json.loads((run / "demo" / "summary.json").read_text())
     assert list(summary["evals"]) == list(STAGES)
+    # each evaluation scores every sampled completion: two per val record
+    predictions = (run / "demo" / "eval-grpo" / "predictions.jsonl").read_text().splitlines()
+    n_val = sum(len((tmp_path / "data" / t / "val.jsonl").read_text().splitlines()) for t in ("count", "rec"))
+    assert len(predictions) == 2 * n_val and {json.loads(r)["sample"] for r in predictions} == {0, 1}
     for stage in STAGES:
         assert set(summary["evals"][stage]) == {"count", "rec"}
         assert {"format", "reward", "parse_rate", "accuracy"} <= set(summary["evals"][stage]["count"])

@@ -2,9 +2,10 @@
 the untrained model → SFT cold start (:mod:`vgrpo.sft`) → evaluate → GRPO from the SFT checkpoint
 (:mod:`vgrpo.trainer`) → evaluate → one table of the three evaluations per task, and the plots.
 
-Each evaluation is greedy on the config's eval splits (``eval.data``): every task's own metric, its parse
-rate, and the mean over the split of the format reward and of the task's weighted rewards, scored exactly as
-in training. Everything lands in ``<output_dir>``: the SFT run in ``sft/`` (``sft.output_dir``), the GRPO
+Each evaluation runs on the config's eval splits (``eval.data``), decoded as its ``eval:`` section says
+(greedy, or ``num_samples`` completions per record sampled at ``temperature``): every task's own metric, its
+parse rate, and the mean over the completions of the format reward and of the task's weighted rewards, scored
+exactly as in training. Everything lands in ``<output_dir>``: the SFT run in ``sft/`` (``sft.output_dir``), the GRPO
 run at the top, and the evaluations and ``summary.json`` in ``demo/``. The demo always starts new runs: the
 files of an earlier demo are moved to ``previous-runs/`` (never deleted), as ``checkpoint.overwrite`` does.
 """
@@ -45,6 +46,8 @@ class DemoResult:
     """task → its first metric (``metric_names[0]``)."""
     plots: list[Path]
     output_dir: Path
+    decoding: str = "greedy"
+    """How the evaluations decode: ``greedy``, or how many completions per record at which temperature."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each part, and ``total``."""
     interrupted_by: int | None = None
@@ -55,6 +58,7 @@ class DemoResult:
             "grpo_reward_thirds": {t: list(v) for t, v in self.thirds.items()},
             "primary_metric": self.primary,
             "plots": [str(p) for p in self.plots],
+            "decoding": self.decoding,
             "seconds": self.seconds,
             "interrupted_by": self.interrupted_by,
         }
@@ -67,9 +71,10 @@ def _mean(values: Sequence[float]) -> float:
 def evaluate_stage(
     config: TrainConfig, registry: PluginRegistry, model_path: str, out_dir: Path, progress: Any = None
 ) -> dict[str, dict[str, float]]:
-    """Greedy evaluation of ``model_path`` on the config's eval splits into ``out_dir`` (predictions.jsonl,
-    eval_metrics.json): each task's metrics plus ``format`` and ``reward``, the means over the split of the
-    format reward and of the weighted total, with the config's reward weights."""
+    """Evaluation of ``model_path`` on the config's eval splits into ``out_dir`` (predictions.jsonl,
+    eval_metrics.json), decoded as its ``eval:`` section says (greedy, or ``num_samples`` completions per record
+    at ``temperature``): each task's metrics plus ``format`` and ``reward``, the means over every completion of
+    the format reward and of the weighted total, with the config's reward weights."""
     import torch
 
     from vgrpo.evaluate import PREDICTIONS, build_eval_splits, eval_settings, evaluate
@@ -82,21 +87,19 @@ def evaluate_stage(
     model, processor = load_model(adapter, model_path, config.model, config.seed)
     if torch.cuda.is_available():
         model.to("cuda")
-    settings = {**eval_settings(config), "num_samples": 1}
-    metrics = evaluate(model, processor, adapter, splits, out_dir, progress=progress, **settings)
+    metrics = evaluate(model, processor, adapter, splits, out_dir, progress=progress, **eval_settings(config))
     lines = (out_dir / PREDICTIONS).read_text(encoding="utf-8").splitlines()
-    rows = {
-        (r["task"], r["id"]): r for r in map(json.loads, filter(str.strip, lines)) if r.get("sample", 0) == 0
-    }
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in map(json.loads, filter(str.strip, lines)):
+        rows.setdefault((r["task"], r["id"]), []).append(r)
     for split, item in zip(splits, config.tasks):
-        made = [rows[split.task.name, x.id] for x in split.samples]
+        made = [(x, r) for x in split.samples for r in rows[split.task.name, x.id]]
         samples = [
-            replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x
-            for x, r in zip(split.samples, made)
+            replace(x, input_size=tuple(r["input_size"])) if r.get("input_size") else x for x, r in made
         ]
         scores = score(
             split.task,
-            [r["completion"] for r in made],
+            [r["completion"] for _, r in made],
             samples,
             split.params,
             item.rewards,
@@ -107,6 +110,15 @@ def evaluate_stage(
         values["reward"] = _mean([s.reward for s in scores])
     (out_dir / "eval_metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def decoding(config: TrainConfig) -> str:
+    """How :func:`evaluate_stage` decodes under ``config``, in words."""
+    ev = config.eval
+    if ev.num_samples == 1:
+        return "greedy"
+    nucleus = f", top_p {ev.top_p:g}" if ev.top_p < 1 else ""
+    return f"{ev.num_samples} completions per record sampled at temperature {ev.temperature:g}{nucleus}"
 
 
 def reward_thirds(run_dir: Path) -> dict[str, tuple[float, float]]:
@@ -170,7 +182,9 @@ def run_demo(
     out = Path(config.output_dir)
     demo_dir = _fresh(out)
     primary = {e.task: names[0] for e in config.tasks if (names := registry.task(e.task).metric_names)}
-    result = DemoResult({}, {}, primary, [], out, {"synth": round(time.perf_counter() - start, 1)})
+    result = DemoResult(
+        {}, {}, primary, [], out, decoding(config), {"synth": round(time.perf_counter() - start, 1)}
+    )
     bars = progress or _no_progress
     clock = [time.perf_counter()]
 

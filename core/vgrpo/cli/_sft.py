@@ -138,7 +138,7 @@ def demo_table(result: DemoResult) -> Table:
 
     stages = [s for s in STAGES if s in result.evals]
     table = Table(
-        title="greedy evaluation on each task's val split",
+        title=f"evaluation on each task's val split ({result.decoding})",
         title_justify="left",
         caption="reward: the task's weighted rewards (accuracy + format), as in training; "
         "metric: each task's own (evaluation)",
