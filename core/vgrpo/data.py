@@ -106,6 +106,16 @@ def sample_from_record(
     )
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The non-blank lines of a JSONL text, split at ``"\\n"`` only.
+
+    ``str.splitlines`` also splits at U+2028, U+2029, U+0085 and U+001C–U+001E, which the JSON strings of a
+    file written with ``ensure_ascii=False`` (completions, predictions) hold as they are: a model's completion
+    may contain any of them, and splitting there would cut its row in two.
+    """
+    return [line for line in text.split("\n") if line.strip()]
+
+
 @dataclass(frozen=True)
 class JsonLine:
     """One non-blank line of a JSONL file: its parsed value, or the error that kept it from parsing."""

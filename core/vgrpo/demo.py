@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vgrpo.config import TrainConfig, load_config
+from vgrpo.data import jsonl_lines
 from vgrpo.plugins import PluginRegistry, get_registry
 
 __all__ = ["STAGES", "DemoResult", "evaluate_stage", "reward_thirds", "run_demo"]
@@ -88,9 +89,9 @@ def evaluate_stage(
     if torch.cuda.is_available():
         model.to("cuda")
     metrics = evaluate(model, processor, adapter, splits, out_dir, progress=progress, **eval_settings(config))
-    lines = (out_dir / PREDICTIONS).read_text(encoding="utf-8").splitlines()
+    lines = jsonl_lines((out_dir / PREDICTIONS).read_text(encoding="utf-8"))
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in map(json.loads, filter(str.strip, lines)):
+    for r in map(json.loads, lines):
         rows.setdefault((r["task"], r["id"]), []).append(r)
     for split, item in zip(splits, config.tasks):
         made = [(x, r) for x in split.samples for r in rows[split.task.name, x.id]]

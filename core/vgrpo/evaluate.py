@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vgrpo.config import GenerationConfig, TrainConfig
-from vgrpo.data import load_jsonl
+from vgrpo.data import jsonl_lines, load_jsonl
 from vgrpo.errors import DataError
 from vgrpo.models.adapters import ModelAdapter
 from vgrpo.plugins import plugin_output
@@ -131,7 +131,7 @@ def _done(path: Path | None) -> dict[_Key, dict[str, Any]]:
     if path is None or not path.exists():
         return {}
     done = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8")):
         if line.strip():
             try:
                 row = json.loads(line)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vgrpo.data import jsonl_lines
 from vgrpo.errors import DataError
 
 __all__ = ["PLOT", "plot_run", "read_metrics"]
@@ -43,7 +44,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     there is no such file or it holds no row."""
     path = Path(run_dir) / "metrics.jsonl"
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = jsonl_lines(path.read_text(encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise DataError(
             f"no metrics to plot ({exc.strerror or exc}): expected the output_dir of a `vgrpo train` or "

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from vgrpo.checkpoint import checkpoints
+from vgrpo.data import jsonl_lines
 from vgrpo.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def truncate_jsonl(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
         try:
             row = json.loads(line)
         except ValueError:
