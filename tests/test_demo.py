@@ -42,14 +42,23 @@ def test_the_demo_writes_three_evaluations_both_runs_and_their_plots(tmp_path, c
     out = capsys.readouterr().out
     for words in (*STAGES, "count", "rec", "format", "reward", "acc@0.5", "mean", "plots:", "took"):
         assert words in out
-    assert "2 completions per record sampled at temperature 1.5" in " ".join(out.split())
+    flat = " ".join(out.split())
+    assert (
+        "val split: greedy" in flat
+        and "val split: 2 completions per record sampled at temperature 1.5" in flat
+    )
     run = tmp_path / "run"
     summary = json.loads((run / "demo" / "summary.json").read_text())
-    assert list(summary["evals"]) == list(STAGES)
-    # each evaluation scores every sampled completion: two per val record
-    predictions = (run / "demo" / "eval-grpo" / "predictions.jsonl").read_text().splitlines()
+    assert list(summary["evals"]) == list(STAGES) == list(summary["sampled_evals"])
+    # the greedy evaluation predicts each val record once, the sampled one scores both of its completions
     n_val = sum(len((tmp_path / "data" / t / "val.jsonl").read_text().splitlines()) for t in ("count", "rec"))
-    assert len(predictions) == 2 * n_val and {json.loads(r)["sample"] for r in predictions} == {0, 1}
+    greedy = (run / "demo" / "eval-grpo" / "predictions.jsonl").read_text().splitlines()
+    sampled = (run / "demo" / "eval-grpo-sampled" / "predictions.jsonl").read_text().splitlines()
+    assert len(greedy) == n_val and len(sampled) == 2 * n_val
+    assert {json.loads(r)["sample"] for r in sampled} == {0, 1}
+    assert (
+        summary["sampled_evals"]["after GRPO"]["count"]["n"] == summary["evals"]["after GRPO"]["count"]["n"]
+    )
     for stage in STAGES:
         assert set(summary["evals"][stage]) == {"count", "rec"}
         assert {"format", "reward", "parse_rate", "accuracy"} <= set(summary["evals"][stage]["count"])

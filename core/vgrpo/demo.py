@@ -40,15 +40,17 @@ class DemoResult:
     """What the demo measured: each stage's metrics per task, GRPO's reward trend, where things are."""
 
     evals: dict[str, dict[str, dict[str, float]]]
-    """stage → task → metric (the task's own, ``parse_rate``, ``format``, ``reward``)."""
+    """The greedy evaluations: stage → task → metric (the task's own, ``parse_rate``, ``format``, ``reward``)."""
     thirds: dict[str, tuple[float, float]]
     """task → (mean reward over the first third of the GRPO steps, over the last third)."""
     primary: dict[str, str]
     """task → its first metric (``metric_names[0]``)."""
     plots: list[Path]
     output_dir: Path
-    decoding: str = "greedy"
-    """How the evaluations decode: ``greedy``, or how many completions per record at which temperature."""
+    sampled: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """The sampled evaluations (with ``eval.num_samples > 1``), as ``evals``: the policy as it is trained."""
+    sampling: str = ""
+    """How the sampled evaluations sample (how many completions per record at which temperature)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each part, and ``total``."""
     interrupted_by: int | None = None
@@ -59,7 +61,8 @@ class DemoResult:
             "grpo_reward_thirds": {t: list(v) for t, v in self.thirds.items()},
             "primary_metric": self.primary,
             "plots": [str(p) for p in self.plots],
-            "decoding": self.decoding,
+            "sampled_evals": self.sampled,
+            "sampling": self.sampling,
             "seconds": self.seconds,
             "interrupted_by": self.interrupted_by,
         }
@@ -70,12 +73,19 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def evaluate_stage(
-    config: TrainConfig, registry: PluginRegistry, model_path: str, out_dir: Path, progress: Any = None
+    config: TrainConfig,
+    registry: PluginRegistry,
+    model_path: str,
+    out_dir: Path,
+    progress: Any = None,
+    *,
+    greedy: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Evaluation of ``model_path`` on the config's eval splits into ``out_dir`` (predictions.jsonl,
-    eval_metrics.json), decoded as its ``eval:`` section says (greedy, or ``num_samples`` completions per record
-    at ``temperature``): each task's metrics plus ``format`` and ``reward``, the means over every completion of
-    the format reward and of the weighted total, with the config's reward weights."""
+    eval_metrics.json), greedy or (``greedy=False``) sampled as the config's ``eval:`` section says
+    (``num_samples`` completions per record at ``temperature``): each task's metrics plus ``format`` and
+    ``reward``, the means over every completion of the format reward and of the weighted total, with the
+    config's reward weights."""
     import torch
 
     from vgrpo.evaluate import PREDICTIONS, build_eval_splits, eval_settings, evaluate
@@ -88,7 +98,8 @@ def evaluate_stage(
     model, processor = load_model(adapter, model_path, config.model, config.seed)
     if torch.cuda.is_available():
         model.to("cuda")
-    metrics = evaluate(model, processor, adapter, splits, out_dir, progress=progress, **eval_settings(config))
+    settings = {**eval_settings(config), **({"num_samples": 1} if greedy else {})}
+    metrics = evaluate(model, processor, adapter, splits, out_dir, progress=progress, **settings)
     lines = jsonl_lines((out_dir / PREDICTIONS).read_text(encoding="utf-8"))
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in map(json.loads, lines):
@@ -113,11 +124,11 @@ def evaluate_stage(
     return metrics
 
 
-def decoding(config: TrainConfig) -> str:
-    """How :func:`evaluate_stage` decodes under ``config``, in words."""
+def sampling(config: TrainConfig) -> str:
+    """How the sampled evaluation samples under ``config``, in words ("" when ``eval.num_samples`` is 1)."""
     ev = config.eval
     if ev.num_samples == 1:
-        return "greedy"
+        return ""
     nucleus = f", top_p {ev.top_p:g}" if ev.top_p < 1 else ""
     return f"{ev.num_samples} completions per record sampled at temperature {ev.temperature:g}{nucleus}"
 
@@ -184,7 +195,7 @@ def run_demo(
     demo_dir = _fresh(out)
     primary = {e.task: names[0] for e in config.tasks if (names := registry.task(e.task).metric_names)}
     result = DemoResult(
-        {}, {}, primary, [], out, decoding(config), {"synth": round(time.perf_counter() - start, 1)}
+        {}, {}, primary, [], out, {}, sampling(config), {"synth": round(time.perf_counter() - start, 1)}
     )
     bars = progress or _no_progress
     clock = [time.perf_counter()]
@@ -197,6 +208,9 @@ def run_demo(
     def evaluation(stage: str, cfg: TrainConfig, model: str, folder: str) -> None:
         with bars() as bar:
             result.evals[stage] = evaluate_stage(cfg, registry, model, demo_dir / folder, bar)
+            if result.sampling:
+                where = demo_dir / f"{folder}-sampled"
+                result.sampled[stage] = evaluate_stage(cfg, registry, model, where, bar, greedy=False)
         timed(f"eval {stage}")
 
     try:
@@ -234,10 +248,11 @@ class _no_progress:  # noqa: N801 - used like a Progress factory
         return None
 
 
-def stage_means(result: DemoResult) -> dict[str, dict[str, float]]:
-    """stage → {format, reward, metric}: the means over tasks (metric: each task's first metric)."""
+def stage_means(result: DemoResult, *, sampled: bool = False) -> dict[str, dict[str, float]]:
+    """stage → {format, reward, metric}: the means over tasks (metric: each task's first metric) of the
+    greedy evaluations, or of the sampled ones."""
     out = {}
-    for stage, per_task in result.evals.items():
+    for stage, per_task in (result.sampled if sampled else result.evals).items():
         out[stage] = {
             "format": _mean([v["format"] for v in per_task.values()]),
             "reward": _mean([v["reward"] for v in per_task.values()]),

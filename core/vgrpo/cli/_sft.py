@@ -121,6 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=bars,
     )
     console().print(demo_table(result))
+    if result.sampled:
+        console().print(demo_table(result, sampled=True))
     for line in demo_notes(result):
         console().print(Text(line), soft_wrap=True)
     return 128 + result.interrupted_by if result.interrupted_by is not None else 0
@@ -130,15 +132,17 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
-def demo_table(result: DemoResult) -> Table:
-    """The three evaluations side by side: per task its format reward, mean reward, parse rate and metrics,
-    then their means over the tasks."""
+def demo_table(result: DemoResult, *, sampled: bool = False) -> Table:
+    """The three evaluations side by side (the greedy ones, or the sampled ones): per task its format reward,
+    mean reward, parse rate and metrics, then their means over the tasks."""
     from vgrpo.demo import STAGES, stage_means
     from vgrpo.evaluate import COUNT_KEYS
 
-    stages = [s for s in STAGES if s in result.evals]
+    evals = result.sampled if sampled else result.evals
+    stages = [s for s in STAGES if s in evals]
+    how = result.sampling if sampled else "greedy"
     table = Table(
-        title=f"evaluation on each task's val split ({result.decoding})",
+        title=f"evaluation on each task's val split: {how}",
         title_justify="left",
         caption="reward: the task's weighted rewards (accuracy + format), as in training; "
         "metric: each task's own (evaluation)",
@@ -146,16 +150,16 @@ def demo_table(result: DemoResult) -> Table:
     )
     for col in ("task", "metric", *stages):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
-    tasks = list(result.evals[stages[0]]) if stages else []
+    tasks = list(evals[stages[0]]) if stages else []
     for task in tasks:
-        first = result.evals[stages[0]][task]
+        first = evals[stages[0]][task]
         shown = ("format", "reward", "parse_rate")
         keys = [*shown, *(k for k in first if k not in (*COUNT_KEYS, *shown))]
         for i, key in enumerate(keys):
-            values = [_cell(result.evals[s].get(task, {}).get(key)) for s in stages]
+            values = [_cell(evals[s].get(task, {}).get(key)) for s in stages]
             table.add_row(*cells(task if i == 0 else "", key, *values))
         table.add_section()
-    means = stage_means(result)
+    means = stage_means(result, sampled=sampled)
     for i, key in enumerate(("format", "reward", "metric")):
         label = "metric (each task's first)" if key == "metric" else key
         table.add_row(*cells("mean" if i == 0 else "", label, *(_cell(means[s][key]) for s in stages)))
