@@ -83,7 +83,7 @@ class Trainer(Recipe):
 
             assert self.dist is not None
             self.engine = VllmEngine(self.config, self.unwrapped, self.processor, device=self.dist.device)
-            self._sync_engine()  # at start: a name or shape the engine does not know fails here
+            self.sync_engine()  # at start: a name or shape the engine does not know fails here
 
     def _close_extra(self) -> None:
         try:
@@ -94,7 +94,7 @@ class Trainer(Recipe):
                 self.engine.close()
                 self.engine = None
 
-    def _sync_engine(self) -> None:
+    def sync_engine(self) -> None:
         """Give the vLLM engine the policy's current weights (full, LoRA merged), unless it holds them."""
         from vgrpo.rollout_vllm import policy_weights
 
@@ -210,7 +210,7 @@ class Trainer(Recipe):
             row_seed(self.config.seed, self.step, micro, "prompt", first + i) for i in range(len(prompts))
         ]
         requests = build_requests(self.processor, prompts, encoded, [g] * len(prompts), seeds)
-        self._sync_engine()
+        self.sync_engine()
         try:
             return self.engine.generate(
                 requests, encoded.inputs, self.eos_ids, banned_ids=visual_token_ids(self.unwrapped)

@@ -80,11 +80,16 @@ class ModelAdapter:
         max_pixels: int | None = None,
         seed: int = 0,
     ) -> tuple[Any, Any]:
-        """(model, processor) from a local path or hub id (``tiny``: the embedded model)."""
+        """(model, processor) from a local path or hub id (``tiny``, ``tiny-text``: the embedded models)."""
         if name_or_path == TINY:
             from vgrpo.models.tiny import build_tiny
 
             model, processor = build_tiny(seed)
+            return model.to(dtype), processor
+        if name_or_path == TINY_TEXT:
+            from vgrpo.models.text import build_tiny_text
+
+            model, processor = build_tiny_text(seed)
             return model.to(dtype), processor
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
