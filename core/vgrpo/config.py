@@ -48,7 +48,8 @@ class ModelConfig(_Section):
 
     name_or_path: str = Field(
         "tiny",
-        description="A local path or hub id of an image-text-to-text model, or 'tiny' for the embedded one.",
+        description="A local path or hub id of an image-text-to-text model (or of a text-only causal LM), "
+        "'tiny' for the embedded VLM, or 'tiny-text' for the embedded text-only model.",
     )
     adapter: str = Field(
         "auto", description="Model adapter name (see `vgrpo plugins`), or 'auto' to pick by model type."
