@@ -205,7 +205,19 @@ def test_a_stopped_and_resumed_run_logs_the_same_metrics_and_skips_prompts_too_l
 
 
 def test_a_model_the_engine_cannot_serve_names_its_type_and_the_hf_backend(letters, tmp_path):
+    """vLLM's CPU attention refuses a head size of 16: a Qwen2 text model of hidden 64 with 4 heads."""
+    from transformers import Qwen2ForCausalLM
+
+    from vgrpo.models.text import build_tiny_text
+
     registry, data = letters
-    config = _config(tmp_path / "vlm", data, "model.name_or_path=tiny")  # head size 16: refused on CPU
-    with pytest.raises(TrainingError, match=r"model type qwen2_5_vl.*generation.backend: hf"):
+    model, processor = build_tiny_text(0)
+    small = model.config.to_dict() | {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+    folder = tmp_path / "head16"
+    Qwen2ForCausalLM(type(model.config)(**small)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    config = _config(tmp_path / "run", data, f"model.name_or_path={folder}")
+    with pytest.raises(
+        TrainingError, match=r"could not serve model .*model type qwen2.*generation.backend: hf"
+    ):
         Trainer(config, registry).setup()

@@ -98,6 +98,10 @@ class ModelAdapter:
                 name_or_path, **self.processor_kwargs(min_pixels, max_pixels)
             )
             if not hasattr(processor, "image_processor"):  # a processor class transformers does not know
+                from vgrpo.models.text import is_text_only, load_causal_lm
+
+                if is_text_only(processor):  # a text-only model (a tiny-text checkpoint, say): its tokenizer
+                    return load_causal_lm(name_or_path, dtype=dtype, attn_implementation=attn_implementation)
                 raise TypeError(f"AutoProcessor gave a {type(processor).__name__}, not an image processor")
         except (
             ImportError,
@@ -289,18 +293,12 @@ class CausalLMAdapter(ModelAdapter):
     ) -> tuple[Any, Any]:
         """(model, :class:`~vgrpo.models.text.TextProcessor`) from a local path or hub id (``tiny-text``: the
         embedded one); the pixel bounds do not apply."""
-        from vgrpo.models.text import TextProcessor, build_tiny_text
+        from vgrpo.models.text import build_tiny_text, load_causal_lm
 
         if name_or_path == TINY_TEXT:
             model, processor = build_tiny_text(seed)
             return model.to(dtype), processor
-        from transformers import AutoModelForCausalLM
-
-        processor = TextProcessor.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, attn_implementation=attn_implementation
-        )
-        return model, processor
+        return load_causal_lm(name_or_path, dtype=dtype, attn_implementation=attn_implementation)
 
     def vision_parameters(self, model: Any) -> list[tuple[str, torch.nn.Parameter]]:
         """None: a text model has no vision tower."""

@@ -81,6 +81,26 @@ class TextProcessor:
         return cls(AutoTokenizer.from_pretrained(path, **kwargs))
 
 
+def is_text_only(processor: Any) -> bool:
+    """True when ``AutoProcessor`` gave a bare tokenizer: the folder holds a text-only model."""
+    from transformers import PreTrainedTokenizerBase
+
+    return isinstance(processor, PreTrainedTokenizerBase)
+
+
+def load_causal_lm(
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+) -> tuple[Any, TextProcessor]:
+    """(model, processor) of a text-only causal LM from a local folder or hub id."""
+    from transformers import AutoModelForCausalLM
+
+    processor = TextProcessor.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype, attn_implementation=attn_implementation
+    )
+    return model, processor
+
+
 def build_tiny_text_config(tokenizer: Any) -> Any:
     """The tiny text model's Qwen2 config: 2 layers, hidden 128, 2 heads of 64 (vLLM's CPU attention refuses
     the tiny VLM's head size of 16)."""
