@@ -205,19 +205,24 @@ def test_a_stopped_and_resumed_run_logs_the_same_metrics_and_skips_prompts_too_l
 
 
 def test_a_model_the_engine_cannot_serve_names_its_type_and_the_hf_backend(letters, tmp_path):
-    """vLLM's CPU attention refuses a head size of 16: a Qwen2 text model of hidden 64 with 4 heads."""
-    from transformers import Qwen2ForCausalLM
+    """XLNet: a causal LM transformers trains but vLLM has no model for."""
+    from transformers import XLNetConfig, XLNetLMHeadModel
 
     from vgrpo.models.text import build_tiny_text
 
     registry, data = letters
-    model, processor = build_tiny_text(0)
-    small = model.config.to_dict() | {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
-    folder = tmp_path / "head16"
-    Qwen2ForCausalLM(type(model.config)(**small)).save_pretrained(folder)
+    _, processor = build_tiny_text(0)
+    folder = tmp_path / "xlnet"
+    tok = processor.tokenizer
+    config = XLNetConfig(vocab_size=272, d_model=32, n_layer=1, n_head=2, d_inner=64)
+    config.eos_token_id, config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    XLNetLMHeadModel(config).save_pretrained(folder)
     processor.save_pretrained(folder)
-    config = _config(tmp_path / "run", data, f"model.name_or_path={folder}")
+    config = _config(
+        tmp_path / "run", data, f"model.name_or_path={folder}", "model.attn_implementation=eager"
+    )
     with pytest.raises(
-        TrainingError, match=r"could not serve model .*model type qwen2.*generation.backend: hf"
+        TrainingError,
+        match=r"could not serve model .*model type xlnet.*XLNetLMHeadModel.*not supported.*generation.backend: hf",
     ):
         Trainer(config, registry).setup()

@@ -156,6 +156,12 @@ def _memory_hint(config: TrainConfig) -> str:
     )
 
 
+def _brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most ``limit`` characters (vLLM's can list every architecture it knows)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
 def _is_memory_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, torch.OutOfMemoryError) or any(
@@ -213,11 +219,11 @@ class VllmEngine:
             self.close()
             if _is_memory_error(exc):
                 raise TrainingError(
-                    f"the vLLM engine ran out of memory at start-up ({exc}): {_memory_hint(config)}"
+                    f"the vLLM engine ran out of memory at start-up ({_brief(exc)}): {_memory_hint(config)}"
                 ) from exc
             raise TrainingError(
                 f"vLLM could not serve model {mcfg.name_or_path!r} (model type {self.model_type}): "
-                f"{type(exc).__name__}: {exc}. Set generation.backend: hf to generate with transformers."
+                f"{_brief(exc)}. Set generation.backend: hf to generate with transformers."
             ) from exc
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         log.info("vLLM engine up: model type %s, max_model_len %d", self.model_type, self.max_model_len)
@@ -237,7 +243,7 @@ class VllmEngine:
                 ) from exc
             raise TrainingError(
                 f"the vLLM engine (model type {self.model_type}) refused the policy's weights: "
-                f"{type(exc).__name__}: {exc}. Every name and shape of the policy's state dict must be one the "
+                f"{_brief(exc)}. Every name and shape of the policy's state dict must be one the "
                 "engine's model knows; set generation.backend: hf for this model."
             ) from exc
         self.llm.reset_prefix_cache()
