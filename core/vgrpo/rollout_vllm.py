@@ -192,7 +192,7 @@ class VllmEngine:
             model.save_pretrained(self._folder, state_dict=_plain_state_dict(model))
             processor.save_pretrained(self._folder)
             source = str(self._folder)
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # colocated: the engine runs in-process
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine runs in this process
         dtype = mcfg.dtype if v.dtype == "auto" else v.dtype
         kwargs: dict[str, Any] = {
             "model": source,
@@ -209,7 +209,9 @@ class VllmEngine:
             kwargs["max_model_len"] = v.max_model_len
         if v.enable_sleep_mode:
             kwargs["enable_sleep_mode"] = True
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank its own engine, on its own device (TRL)
+        # each rank its own engine on its own device, inside the launcher's process group (TRL's colocate mode);
+        # not exercised by vgrpo's tests, which run one process on CPU
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             kwargs["distributed_executor_backend"] = "external_launcher"
         try:
             from vllm import LLM

@@ -10,7 +10,9 @@ prompts (synthetic ``math`` records, text-only) and the same settings (G complet
 - ``step_s``: the median wall time of a whole GRPO step (:meth:`vgrpo.trainer.Trainer.train_step`: prompts,
   rollout, rewards, log-probs, loss, backward, optimizer; with vllm also the mismatch log-probs and the weight
   sync of the step), after ``--warmup`` untimed steps.
-- ``engine_start_s`` (vllm): engine start and the first weight sync, paid once per run.
+- ``sync_s`` (vllm): the median time of one weight sync (the policy's state dict reloaded into the engine in
+  place, prefix cache reset), which every step pays; ``setup_s``: the trainer's set-up (with vllm: engine start
+  and the first sync), paid once per run.
 
 vllm needs vLLM installed (on CPU: ``make test-vllm`` builds ``.venv-vllm``; run this with its python).
 """
@@ -104,6 +106,14 @@ def measure(args: argparse.Namespace, backend: str, workdir: Path) -> dict[str, 
             trainer.train_step()
             if i >= args.warmup:
                 steps.append(time.perf_counter() - start)
+        syncs = []
+        if trainer.engine is not None:
+            from vgrpo.rollout_vllm import policy_weights
+
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                trainer.engine.load_weights(policy_weights(trainer.policy).items())
+                syncs.append(time.perf_counter() - start)
     finally:
         trainer.cleanup()
     row = {
@@ -112,6 +122,7 @@ def measure(args: argparse.Namespace, backend: str, workdir: Path) -> dict[str, 
         "rollout_tokens_per_s": sum(tokens) / sum(times),
         "step_s": statistics.median(steps),
         "setup_s": setup_s,
+        "sync_s": statistics.median(syncs) if syncs else None,
     }
     return row
 
@@ -158,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(
         title=f"rollout: {args.prompts} prompts × G={args.num_generations}, {args.max_new_tokens} tokens"
     )
-    for col in ("backend", "rollout s", "rollout tok/s", "step s", "setup s"):
+    for col in ("backend", "rollout s", "rollout tok/s", "step s", "weight sync s", "setup s"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -166,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             f"{r['rollout_s']:.3f}",
             f"{r['rollout_tokens_per_s']:.0f}",
             f"{r['step_s']:.3f}",
+            "—" if r["sync_s"] is None else f"{r['sync_s']:.3f}",
             f"{r['setup_s']:.1f}",
         )
     console = Console()
