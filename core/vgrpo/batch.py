@@ -44,3 +44,5 @@ class MicroBatch:
     """``[rows, T]`` log-probs under the policy that sampled (``num_iterations`` > 1), else None."""
     ref_logps: torch.Tensor | None
     """``[rows, T]`` log-probs under the reference model (``beta`` > 0), else None."""
+    token_weights: torch.Tensor | None = None
+    """``[rows, T]`` the rollout correction's truncated importance weights (:mod:`vgrpo.mismatch`), else None."""

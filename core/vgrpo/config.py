@@ -48,7 +48,8 @@ class ModelConfig(_Section):
 
     name_or_path: str = Field(
         "tiny",
-        description="A local path or hub id of an image-text-to-text model, or 'tiny' for the embedded one.",
+        description="A local path or hub id of an image-text-to-text model (or of a text-only causal LM), "
+        "'tiny' for the embedded VLM, or 'tiny-text' for the embedded text-only model.",
     )
     adapter: str = Field(
         "auto", description="Model adapter name (see `vgrpo plugins`), or 'auto' to pick by model type."
@@ -145,10 +146,53 @@ class GrpoConfig(_Section):
     mask_truncated_completions: bool = Field(
         False, description="Exclude completions that hit the length limit."
     )
+    rollout_correction: Literal["none", "token", "sequence"] = Field(
+        "none",
+        description="Truncated importance sampling for the sampler-trainer mismatch (generation.backend: "
+        "vllm): each token's surrogate is weighted by min(p_trainer / p_sampler, cap) per token, or by the "
+        "sequence's product of those ratios; the KL term is not weighted (TRL, verl). 'none': no correction.",
+    )
+    rollout_correction_cap: float = Field(
+        3.0, gt=0, description="Upper bound of the rollout-correction weight (TRL's default cap)."
+    )
+
+
+class VllmConfig(_Section):
+    """The vLLM engine of ``generation.backend: vllm``, one per training process on its device."""
+
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share of the device memory the engine takes (weights and KV cache); the rest is training's.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        gt=0,
+        description="Longest prompt + completion the engine serves (default: the model's); a prompt that "
+        "leaves no room for max_completion_length is skipped and counted (counters/prompts_too_long).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="The engine's dtype; auto: model.dtype."
+    )
+    enforce_eager: bool = Field(
+        False, description="No CUDA graphs (starts faster, generates slower); always eager on CPU."
+    )
+    enable_sleep_mode: bool = Field(
+        False,
+        description="CUDA only: the engine frees its memory during the training forward/backward and wakes to "
+        "generate (then its weights are synced again).",
+    )
 
 
 class GenerationConfig(_Section):
     """Sampling of the G completions per prompt."""
+
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="Who generates: 'hf' (transformers generate) or 'vllm' (an engine colocated in each "
+        "training process, weights synced after every optimizer step; needs `pip install vgrpo[vllm]`).",
+    )
 
     max_completion_length: int = Field(256, gt=0, description="Maximum new tokens per completion.")
     max_prompt_length: int | None = Field(
@@ -160,6 +204,7 @@ class GenerationConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Top-k filtering; 0 disables it.")
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
 
 
 class OptimConfig(_Section):

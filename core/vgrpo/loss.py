@@ -41,6 +41,7 @@ def grpo_loss(
     importance_sampling_level: Literal["token", "sequence"] = "token",
     max_completion_length: int | None = None,
     num_items: float | torch.Tensor | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped-surrogate loss with optional k3 KL, normalised per ``loss_type``.
 
@@ -48,7 +49,8 @@ def grpo_loss(
     ``old_logps=None`` means on-policy (ratio 1, gradient still flows). Normalisers: ``grpo`` mean per
     sequence then over sequences; ``bnpo`` masked tokens of this batch; ``dr_grpo`` ``B * max_completion_length``;
     ``dapo`` ``num_items`` (masked tokens of the whole optimizer step across processes; default: this batch's).
-    Gradient accumulation scaling is the caller's.
+    Gradient accumulation scaling is the caller's. ``token_weights`` ``[B, T]`` (no gradient) multiply each
+    token's surrogate, not its KL term: the rollout correction of :mod:`vgrpo.mismatch` (TRL's placement).
     """
     mask = mask.to(logps.dtype)
     old = logps.detach() if old_logps is None else old_logps
@@ -63,6 +65,10 @@ def grpo_loss(
     eps_high = epsilon if epsilon_high is None else epsilon_high
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
     adv = advantages.unsqueeze(1)
+    if (
+        token_weights is not None
+    ):  # weights > 0: the same as weighting the surrogate, signs (clipping) unchanged
+        adv = adv * token_weights.detach().to(logps.dtype)
     per_token = -torch.min(ratio * adv, clipped * adv)
 
     kl = torch.zeros_like(logps)
@@ -129,6 +135,7 @@ def policy_loss(
         "importance_sampling_level": grpo.importance_sampling_level,
         "max_completion_length": max_completion_length,
         "num_items": num_items,
+        "token_weights": getattr(batch, "token_weights", None),
     }
     rollout = batch.rollout
     if not fused:

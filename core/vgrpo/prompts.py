@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -108,12 +108,15 @@ def draw_prompts(
     n: int,
     dist: Distributed,
     counters: Counter[str],
+    *,
+    check: Callable[[Prompt], None] | None = None,
 ) -> list[Prompt]:
     """This process's ``n`` prompts of a global batch of ``n × dist.world``, images opened.
 
     Every rank draws the same global batch; each opens the images of its own slots only. A sample whose images
     do not open is skipped and counted (``skipped_samples``, by its rank); its slot is refilled by the next draw of
-    the sampler on every rank alike, so all ranks keep the same sampler position.
+    the sampler on every rank alike, so all ranks keep the same sampler position. ``check`` may refuse a prompt
+    the same way (a :class:`DataError`: a prompt too long for the generation engine, say).
     """
     rank, world = dist.rank, dist.world
     slots = [sampler.draw() for _ in range(n * world)]
@@ -128,9 +131,12 @@ def draw_prompts(
             entry = entries[d.task_index]
             s = entry.samples[d.record_index]
             try:
-                mine[j] = Prompt(
+                prompt = Prompt(
                     entry.task, entry.params, s, open_images(s, entry.task.name), entry=d.task_index
                 )
+                if check is not None:
+                    check(prompt)
+                mine[j] = prompt
             except DataError as exc:  # an unreadable image costs one sample, not the run
                 counters["skipped_samples"] += 1
                 log.warning("skipping a sample: %s", exc)

@@ -32,6 +32,9 @@ class Rollout:
     """``[N]`` True when a completion hit ``max_completion_length`` without ending."""
     texts: list[str]
     """Decoded completions (special tokens removed), what the tasks parse."""
+    sampler_logps: torch.Tensor | None = None
+    """``[N, T]`` log-probs of the sampled tokens as the generation engine computed them (0 where masked);
+    None from the hf backend, whose sampler is the trainer's model."""
 
     @property
     def lengths(self) -> torch.Tensor:

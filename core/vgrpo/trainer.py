@@ -20,12 +20,14 @@ import torch
 from vgrpo.advantages import group_advantages
 from vgrpo.batch import Generation, MicroBatch
 from vgrpo.config import TrainConfig
+from vgrpo.errors import DataError
 from vgrpo.metrics import StepStats, write_completions
+from vgrpo.mismatch import MismatchStats, correction_weights, mismatch_stats
 from vgrpo.plugins import PluginRegistry
 from vgrpo.prompts import Prompt, draw_prompts, encode_prompts
 from vgrpo.recipe import MAX_NONFINITE_STEPS, Recipe
 from vgrpo.reward_pool import RewardPool
-from vgrpo.rollout import row_seed, sample
+from vgrpo.rollout import Rollout, row_seed, sample, visual_token_ids
 from vgrpo.scoring import score_rollout
 
 __all__ = ["MAX_NONFINITE_STEPS", "Trainer", "out_of_memory_message"]
@@ -57,18 +59,49 @@ class Trainer(Recipe):
         self.reward_pool: RewardPool | None = None
         self._completions_path = self.output_dir / "completions.jsonl"
         self._reported: set[str] = set()  # plugin failures already shown on the console
+        self.engine: Any = None
+        """The vLLM engine of ``generation.backend: vllm`` (:class:`vgrpo.rollout_vllm.VllmEngine`), else None."""
+        self._engine_step: int | None = None  # the step whose weights the engine holds
+        self._mismatch = MismatchStats()
 
     # -- the recipe's knobs --------------------------------------------------------------------------------
     def reference_beta(self) -> float:
         return self.config.grpo.beta
 
+    def setup(self) -> None:
+        if self.config.generation.backend == "vllm":  # before anything loads: the install line, at once
+            from vgrpo.rollout_vllm import require_vllm
+
+            require_vllm()
+        super().setup()
+
     def _setup_extra(self) -> None:
         workers = self.config.rewards.workers
         self.reward_pool = RewardPool(workers, self.config.rewards.timeout_s) if workers > 0 else None
+        if self.config.generation.backend == "vllm":
+            from vgrpo.rollout_vllm import VllmEngine
+
+            assert self.dist is not None
+            self.engine = VllmEngine(self.config, self.unwrapped, self.processor, device=self.dist.device)
+            self.sync_engine()  # at start: a name or shape the engine does not know fails here
 
     def _close_extra(self) -> None:
-        if self.reward_pool is not None:
-            self.reward_pool.close()
+        try:
+            if self.reward_pool is not None:
+                self.reward_pool.close()
+        finally:
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
+
+    def sync_engine(self) -> None:
+        """Give the vLLM engine the policy's current weights (full, LoRA merged), unless it holds them."""
+        from vgrpo.rollout_vllm import policy_weights
+
+        assert self.policy is not None
+        if self.engine is not None and self._engine_step != self.step:
+            self.engine.load_weights(policy_weights(self.policy).items())
+            self._engine_step = self.step
 
     def progress_info(self, row: dict[str, Any]) -> str:
         return f"reward {row.get('reward', float('nan')):.3f}"
@@ -101,7 +134,25 @@ class Trainer(Recipe):
     # -- one step: prompts → rollout → rewards ---------------------------------------------------------------
     def _draw_prompts(self, n: int) -> list[Prompt]:
         assert self.dist is not None and self.sampler is not None
-        return draw_prompts(self.sampler, self.entries, n, self.dist, self.counters)
+        check = self._fits_engine if self.engine is not None else None
+        return draw_prompts(self.sampler, self.entries, n, self.dist, self.counters, check=check)
+
+    def _fits_engine(self, prompt: Prompt) -> None:
+        """A DataError (the sample is skipped and counted) when the prompt leaves the vLLM engine no room for
+        ``max_completion_length``."""
+        assert self.adapter is not None
+        encoded = encode_prompts(
+            self.adapter,
+            self.processor,
+            [prompt],
+            max_question_tokens=self.config.generation.max_prompt_length,
+        )
+        where = f"task {prompt.task.name}, record {prompt.sample.id!r}"
+        try:
+            self.engine.check_prompt(int(encoded.inputs["attention_mask"].sum()), where)
+        except DataError:
+            self.counters["prompts_too_long"] += 1
+            raise
 
     def _generate(self, prompts: list[Prompt], micro: int = 0) -> Generation:
         """G completions per prompt, sampled from per-row seeds, then scored."""
@@ -116,20 +167,23 @@ class Trainer(Recipe):
             max_question_tokens=self.config.generation.max_prompt_length,
             counters=self.counters,
         )
-        n_rows = len(encoded.samples)
-        first_row = self.dist.rank * n_rows
-        seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(n_rows)]
-        self.model.eval()
-        with self.dist.generation(self.model):
-            rollout = sample(
-                self.unwrapped,
-                self.processor,
-                encoded.inputs,
-                self.config.generation,
-                self.eos_ids,
-                seeds=seeds,
-            )
-        self.model.train()
+        if self.engine is not None:
+            rollout = self._sample_on_engine(prompts, encoded, micro)
+        else:
+            n_rows = len(encoded.samples)
+            first_row = self.dist.rank * n_rows
+            seeds = [row_seed(self.config.seed, self.step, micro, first_row + i) for i in range(n_rows)]
+            self.model.eval()
+            with self.dist.generation(self.model):
+                rollout = sample(
+                    self.unwrapped,
+                    self.processor,
+                    encoded.inputs,
+                    self.config.generation,
+                    self.eos_ids,
+                    seeds=seeds,
+                )
+            self.model.train()
         entries = [p.entry for p in prompts for _ in range(g)]
         scored = score_rollout(
             self.entries,
@@ -143,6 +197,26 @@ class Trainer(Recipe):
         )
         rewards = torch.tensor(scored.rewards, dtype=torch.float32)
         return Generation(rollout, entries, encoded.samples, rewards, self.dist.gather(rewards), scored.stats)
+
+    def _sample_on_engine(self, prompts: list[Prompt], encoded: Any, micro: int) -> Rollout:
+        """The vLLM backend: one request per prompt with n = G, seeded by the prompt's place in the global batch;
+        the engine gets the policy's weights first if it does not hold them (after an optimizer step, a resume)."""
+        from vgrpo.rollout_vllm import build_requests
+
+        assert self.dist is not None
+        g = self.config.grpo.num_generations
+        first = self.dist.rank * len(prompts)
+        seeds = [
+            row_seed(self.config.seed, self.step, micro, "prompt", first + i) for i in range(len(prompts))
+        ]
+        requests = build_requests(self.processor, prompts, encoded, [g] * len(prompts), seeds)
+        self.sync_engine()
+        try:
+            return self.engine.generate(
+                requests, encoded.inputs, self.eos_ids, banned_ids=visual_token_ids(self.unwrapped)
+            )
+        finally:
+            self.engine.sleep()  # with enable_sleep_mode: its memory is training's until the next rollout
 
     # -- one step: advantages → log-probs → loss → optimizer -------------------------------------------------
     def _micro_batches(self, generations: list[Generation]) -> list[MicroBatch]:
@@ -162,8 +236,25 @@ class Trainer(Recipe):
             if g.mask_truncated_completions:
                 mask = mask * (~gen.rollout.truncated).unsqueeze(1).float()
             old = self.policy.logps(gen.rollout) if g.num_iterations > 1 else None
+            weights = None
+            sampled = gen.rollout.sampler_logps
+            if (
+                sampled is not None
+            ):  # another engine sampled: its mismatch with the trainer, and the correction
+                trainer = old if old is not None else self.policy.logps(gen.rollout)
+                self._mismatch.add(mismatch_stats(trainer, sampled, gen.rollout.completion_mask))
+                weights = correction_weights(
+                    trainer, sampled, mask, g.rollout_correction, g.rollout_correction_cap
+                )
             batches.append(
-                MicroBatch(gen.rollout, advantages, mask, old, self.policy.reference_logps(gen.rollout))
+                MicroBatch(
+                    gen.rollout,
+                    advantages,
+                    mask,
+                    old,
+                    self.policy.reference_logps(gen.rollout),
+                    token_weights=weights,
+                )
             )
             every = self.config.logging.completions_every
             if every and (self.step + 1) % every == 0:
@@ -195,9 +286,11 @@ class Trainer(Recipe):
             stats.extend(gen.stats)
         # dapo normalises by the tokens of the whole step on all ranks; gradients are then averaged over ranks
         num_items = self.dist.sum(float(sum(b.mask.sum() for b in batches))) / self.dist.world
+        mismatch = self._mismatch.row(self.dist) if self.engine is not None else {}
+        self._mismatch = MismatchStats()
         rows = []
         for _ in range(g.num_iterations):
-            rows.append(self._optimize(batches, num_items, stats, start))
+            rows.append({**self._optimize(batches, num_items, stats, start), **mismatch})
             start = time.perf_counter()
             if self.step >= o.max_steps:  # a stop request waits for the batch's last step: resume stays exact
                 break

@@ -204,6 +204,7 @@ def fused_grpo_loss(
     temperature: float = 1.0,
     bias: torch.Tensor | None = None,
     return_entropy: bool = False,
+    token_weights: torch.Tensor | None = None,
     chunk_size: int | None = None,
     backend: Backend = "auto",
 ) -> FusedLossOutput:
@@ -213,7 +214,8 @@ def fused_grpo_loss(
     computed inside from ``hidden`` ``[B, T, H]``, ``weight`` ``[V, H]`` and ``targets`` ``[B, T]`` (the
     completion token ids). ``mask`` ``[B, T]`` is the completion mask; positions where it is 0 are skipped
     entirely (their targets are not checked). ``advantages`` ``[B]``; ``old_logps``/``ref_logps`` ``[B, T]``
-    (``None`` old = on-policy). The returned loss can be backpropagated once. Gradient accumulation scaling
+    (``None`` old = on-policy); ``token_weights`` ``[B, T]`` weight each token's surrogate (not its KL), as in
+    :func:`vgrpo.loss.grpo_loss`. The returned loss can be backpropagated once. Gradient accumulation scaling
     is the caller's.
     """
     _check_inputs(hidden, weight, targets, bias, temperature)
@@ -226,7 +228,7 @@ def fused_grpo_loss(
         raise ValueError(
             f"advantages must be [B] = [{b}] (one per completion), got {tuple(advantages.shape)}"
         )
-    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
+    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps), ("token_weights", token_weights)):
         if x is not None and tuple(x.shape) != (b, t):
             raise ValueError(f"{name} must be [B, T] = {[b, t]}, got {tuple(x.shape)}")
     per_token = (
@@ -234,6 +236,7 @@ def fused_grpo_loss(
         ("advantages", advantages),
         ("old_logps", old_logps),
         ("ref_logps", ref_logps),
+        ("token_weights", token_weights),
     )
     for name, x in per_token:
         if x is not None and x.device != hidden.device:
@@ -263,6 +266,7 @@ def fused_grpo_loss(
         level=importance_sampling_level,
         max_completion_length=max_completion_length,
         num_items=num_items,
+        token_weights=token_weights,
     )
     flat_h = hidden.reshape(-1, size)
     flat_t = targets.reshape(-1).to(torch.long)

@@ -23,7 +23,7 @@ class Objective:
 
     weight: torch.Tensor  # [n] fp32: mask value / the loss type's normaliser
     mask: torch.Tensor  # [n] fp32 mask values (used by the sequence-level mean)
-    advantages: torch.Tensor  # [n] fp32: each token's sequence advantage
+    advantages: torch.Tensor  # [n] fp32: each token's sequence advantage (times its token weight, if any)
     seq_advantages: torch.Tensor  # [B] fp32
     old: torch.Tensor | None  # [n] fp32, None = on-policy (old = logp.detach())
     ref: torch.Tensor | None  # [n] fp32, needed when beta != 0
@@ -49,6 +49,7 @@ class Objective:
         level: str,
         max_completion_length: int | None,
         num_items: float | torch.Tensor | None,
+        token_weights: torch.Tensor | None = None,
     ) -> tuple[Objective, torch.Tensor]:
         """The objective for a ``[B, T]`` batch, and the flat indices of its valid (mask != 0) tokens."""
         b, t = mask.shape
@@ -73,7 +74,8 @@ class Objective:
         objective = cls(
             weight=flat(weight),
             mask=flat(m),
-            advantages=adv.index_select(0, seq),  # type: ignore[arg-type]
+            # a token weight (> 0, the rollout correction) scales the token's surrogate: its advantage
+            advantages=adv.index_select(0, seq) * (1.0 if token_weights is None else flat(token_weights)),
             seq_advantages=adv,
             old=flat(old_logps),
             ref=flat(ref_logps),

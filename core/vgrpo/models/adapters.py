@@ -23,6 +23,7 @@ from vgrpo.hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
+TINY_TEXT = "tiny-text"  # vgrpo.models.text: a text-only Qwen2
 #: What names a vision-tower parameter (Qwen-VL: ``visual``; most other families: ``vision_...``).
 VISION_NAME = re.compile(r"visual|vision")
 #: Models prepared with ``every_rank_runs_vision`` (see :meth:`ModelAdapter.prepare`).
@@ -51,6 +52,8 @@ class ModelAdapter:
         """``config.model_type`` of a local folder or hub id, read from its config only (``tiny``: qwen2_5_vl)."""
         if source == TINY:
             return "qwen2_5_vl"
+        if source == TINY_TEXT:
+            return "qwen2"
         from transformers import AutoConfig
 
         try:
@@ -77,11 +80,16 @@ class ModelAdapter:
         max_pixels: int | None = None,
         seed: int = 0,
     ) -> tuple[Any, Any]:
-        """(model, processor) from a local path or hub id (``tiny``: the embedded model)."""
+        """(model, processor) from a local path or hub id (``tiny``, ``tiny-text``: the embedded models)."""
         if name_or_path == TINY:
             from vgrpo.models.tiny import build_tiny
 
             model, processor = build_tiny(seed)
+            return model.to(dtype), processor
+        if name_or_path == TINY_TEXT:
+            from vgrpo.models.text import build_tiny_text
+
+            model, processor = build_tiny_text(seed)
             return model.to(dtype), processor
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -90,6 +98,10 @@ class ModelAdapter:
                 name_or_path, **self.processor_kwargs(min_pixels, max_pixels)
             )
             if not hasattr(processor, "image_processor"):  # a processor class transformers does not know
+                from vgrpo.models.text import is_text_only, load_causal_lm
+
+                if is_text_only(processor):  # a text-only model (a tiny-text checkpoint, say): its tokenizer
+                    return load_causal_lm(name_or_path, dtype=dtype, attn_implementation=attn_implementation)
                 raise TypeError(f"AutoProcessor gave a {type(processor).__name__}, not an image processor")
         except (
             ImportError,
@@ -262,6 +274,37 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     patch_size = 16
 
 
+class CausalLMAdapter(ModelAdapter):
+    """Text-only causal language models (Qwen2/3, Llama, Mistral, ...; ``tiny-text``): loaded with
+    ``AutoModelForCausalLM`` and their tokenizer, prompts from the text parts of the chat messages."""
+
+    name = "causal_lm"
+    model_types = ("qwen2", "qwen3", "qwen3_moe", "llama", "mistral", "gemma", "gemma2", "phi3", "olmo2")
+
+    def load(
+        self,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype = torch.float32,
+        attn_implementation: str = "sdpa",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        seed: int = 0,
+    ) -> tuple[Any, Any]:
+        """(model, :class:`~vgrpo.models.text.TextProcessor`) from a local path or hub id (``tiny-text``: the
+        embedded one); the pixel bounds do not apply."""
+        from vgrpo.models.text import build_tiny_text, load_causal_lm
+
+        if name_or_path == TINY_TEXT:
+            model, processor = build_tiny_text(seed)
+            return model.to(dtype), processor
+        return load_causal_lm(name_or_path, dtype=dtype, attn_implementation=attn_implementation)
+
+    def vision_parameters(self, model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+        """None: a text model has no vision tower."""
+        return []
+
+
 def _blank_image_features(model: Any) -> torch.Tensor:
     """The sum of the vision tower's features for the smallest valid image grid (one merge window of patches)."""
     vc = model.config.vision_config
@@ -326,6 +369,7 @@ BUILTIN_ADAPTERS: tuple[ModelAdapter, ...] = (
     Qwen2VLAdapter(),
     Qwen25VLAdapter(),
     Qwen3VLAdapter(),
+    CausalLMAdapter(),
     ModelAdapter(),
 )
 
@@ -362,5 +406,5 @@ def adapter_for(adapters: Mapping[str, ModelAdapter], name: str, source: str) ->
 
 @hookimpl
 def vgrpo_model_adapters() -> list[ModelAdapter]:
-    """vgrpo's own adapters: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and a generic fallback."""
+    """vgrpo's own adapters: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, text-only causal LMs and a generic fallback."""
     return list(BUILTIN_ADAPTERS)
