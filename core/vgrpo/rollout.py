@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from vgrpo.config import GenerationConfig
 from vgrpo.distributed import run_as_forward
 from vgrpo.models.adapters import ModelAdapter
+
+if TYPE_CHECKING:
+    from vgrpo.prompts import PromptGroups
 
 
 @dataclass
@@ -32,6 +35,9 @@ class Rollout:
     """``[N]`` True when a completion hit ``max_completion_length`` without ending."""
     texts: list[str]
     """Decoded completions (special tokens removed), what the tasks parse."""
+    groups: PromptGroups | None = None
+    """Each prompt once with its group sizes: the log-prob passes share each prompt among its completions
+    (``model.shared_prefix``); None runs the repeated rows of ``inputs``."""
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -155,11 +161,13 @@ def sample(
     greedy: bool = False,
     seeds: Sequence[int] | None = None,
     generate_kwargs: dict[str, Any] | None = None,
+    groups: PromptGroups | None = None,
 ) -> Rollout:
     """One completion per input row (rows are already repeated G times): sampled, or greedy for evaluation.
 
     With ``seeds`` (one per row) sampling uses :class:`SeededSampling`, so each row's completion depends only on
-    its seed; without, transformers' own sampling from the global RNG.
+    its seed; without, transformers' own sampling from the global RNG. ``groups`` (each prompt once) go into
+    the rollout, so its log-prob passes share each prompt.
     """
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = dict(generate_kwargs or {})
@@ -193,7 +201,7 @@ def sample(
         mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id)
     )
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Rollout(dict(inputs), completion_ids, mask, truncated, texts)
+    return Rollout(dict(inputs), completion_ids, mask, truncated, texts, groups)
 
 
 def _full_inputs(
@@ -220,7 +228,14 @@ def _full_inputs(
 def completion_hidden(
     model: Any, adapter: ModelAdapter, rollout: Rollout
 ) -> tuple[torch.Tensor, torch.nn.Module]:
-    """(hidden states ``[N, T, H]`` that predict each completion token, the output layer)."""
+    """(hidden states ``[N, T, H]`` that predict each completion token, the output layer). With
+    ``rollout.groups`` each prompt runs once for its group (the adapter's shared-prefix pass)."""
+    if rollout.groups is not None:
+        g = rollout.groups
+        hidden = adapter.shared_prefix_hidden(
+            model, g.inputs, g.counts, rollout.completion_ids, rollout.completion_mask
+        )
+        return hidden, adapter.lm_head(model)
     full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
     hidden = adapter.hidden_states(model, full)
     prompt_len = rollout.inputs["input_ids"].size(1)

@@ -21,6 +21,7 @@ from vgrpo.advantages import group_advantages
 from vgrpo.batch import Generation, MicroBatch
 from vgrpo.config import TrainConfig
 from vgrpo.metrics import StepStats, write_completions
+from vgrpo.models.shared_prefix import use_shared_prefix
 from vgrpo.plugins import PluginRegistry
 from vgrpo.prompts import Prompt, draw_prompts, encode_prompts
 from vgrpo.recipe import MAX_NONFINITE_STEPS, Recipe
@@ -57,12 +58,22 @@ class Trainer(Recipe):
         self.reward_pool: RewardPool | None = None
         self._completions_path = self.output_dir / "completions.jsonl"
         self._reported: set[str] = set()  # plugin failures already shown on the console
+        self.shared_prefix = False
+        """Whether each prompt runs once per group in the log-prob passes (``model.shared_prefix``, resolved)."""
 
     # -- the recipe's knobs --------------------------------------------------------------------------------
     def reference_beta(self) -> float:
         return self.config.grpo.beta
 
     def _setup_extra(self) -> None:
+        assert self.adapter is not None
+        mcfg = self.config.model
+        if mcfg.shared_prefix == "auto" and mcfg.gradient_checkpointing:
+            log.info(
+                "model.shared_prefix auto: off with gradient checkpointing (it drops the prompt's cache)"
+            )
+        else:
+            self.shared_prefix = use_shared_prefix(mcfg.shared_prefix, self.adapter, self.unwrapped)
         workers = self.config.rewards.workers
         self.reward_pool = RewardPool(workers, self.config.rewards.timeout_s) if workers > 0 else None
 
@@ -115,6 +126,7 @@ class Trainer(Recipe):
             group_size=g,
             max_question_tokens=self.config.generation.max_prompt_length,
             counters=self.counters,
+            share_prefix=self.shared_prefix,
         )
         n_rows = len(encoded.samples)
         first_row = self.dist.rank * n_rows
@@ -128,6 +140,7 @@ class Trainer(Recipe):
                 self.config.generation,
                 self.eos_ids,
                 seeds=seeds,
+                groups=encoded.groups,
             )
         self.model.train()
         entries = [p.entry for p in prompts for _ in range(g)]
