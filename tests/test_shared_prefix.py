@@ -175,4 +175,6 @@ def test_the_config_refuses_on_with_gradient_checkpointing():
     with pytest.raises(ValueError, match="shared_prefix: on needs model.gradient_checkpointing: false"):
         ModelConfig(shared_prefix="on", gradient_checkpointing=True)
     assert ModelConfig().shared_prefix == "auto"
+    assert ModelConfig(shared_prefix=True).shared_prefix == "on"  # YAML reads a bare on as true
+    assert ModelConfig(shared_prefix=False).shared_prefix == "off"
     assert ModelConfig(gradient_checkpointing=True).shared_prefix == "auto"  # auto turns itself off

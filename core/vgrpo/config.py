@@ -79,6 +79,12 @@ class ModelConfig(_Section):
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
+    @field_validator("shared_prefix", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _check_shared_prefix(self) -> ModelConfig:
         if self.shared_prefix == "on" and self.gradient_checkpointing:
