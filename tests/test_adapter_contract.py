@@ -54,6 +54,7 @@ METHODS: dict[str, list[tuple[str, typing.Any, typing.Any]]] = {
         ("completion_ids", P, REQUIRED),
         ("completion_mask", P, REQUIRED),
     ],
+    "generation_prefix": [("model", P, REQUIRED), ("prompts", P, REQUIRED), ("counts", P, REQUIRED)],
 }
 
 #: What each method returns, as annotated.
@@ -72,6 +73,7 @@ RETURNS = {
     "output_layer": "torch.nn.Module",
     "supports_shared_prefix": "bool",
     "shared_prefix_hidden": "torch.Tensor",
+    "generation_prefix": "dict[str, Any] | None",
 }
 
 #: Class attributes and the generic adapter's values.

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 from vgrpo.batch import MicroBatch
-from vgrpo.config import GrpoConfig, ModelConfig
+from vgrpo.config import GenerationConfig, GrpoConfig, ModelConfig
 from vgrpo.errors import ParamsError
 from vgrpo.loss import policy_loss
 from vgrpo.models.adapters import ModelAdapter, Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 from vgrpo.models.shared_prefix import use_shared_prefix
 from vgrpo.models.tiny import build_tiny
 from vgrpo.prompts import PromptGroups
-from vgrpo.rollout import Rollout, completion_hidden, completion_logprobs
+from vgrpo.rollout import Rollout, completion_hidden, completion_logprobs, eos_token_ids, sample
 
 ADAPTERS = {"qwen2_vl": Qwen2VLAdapter(), "qwen2_5_vl": Qwen25VLAdapter(), "qwen3_vl": Qwen3VLAdapter()}
 RTOL = 1e-5
@@ -139,6 +139,55 @@ def test_a_batch_without_images_shares_its_prompts_too(family):
         _close(
             completion_logprobs(model, adapter, shared), completion_logprobs(model, adapter, plain), "logps"
         )
+
+
+# -- generation ---------------------------------------------------------------------------------------------------
+def _vision_rows(model: Any) -> tuple[list[int], Any]:
+    seen: list[int] = []
+    handle = model.model.visual.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    return seen, handle
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["seeded", "greedy"])
+def test_generation_from_a_shared_prefill_samples_the_same_completions(family, greedy):
+    """Each prompt is prefilled once (the vision tower sees each image once) and sampling continues from its
+    cache repeated G ways: the same tokens as G prefills."""
+    model, processor, adapter = family
+    model.eval()
+    unique = adapter.encode(processor, PROMPTS, IMAGES, group_size=1)
+    repeated = adapter.encode(processor, PROMPTS, IMAGES, group_size=COUNTS)
+    gen = GenerationConfig(max_completion_length=10, temperature=1.0)
+    eos, seeds = eos_token_ids(model, processor), list(range(sum(COUNTS)))
+    groups = PromptGroups(dict(unique), list(COUNTS))
+    seen, handle = _vision_rows(model)
+    try:
+        plain = sample(model, processor, dict(repeated), gen, eos, greedy=greedy, seeds=seeds)
+        repeated_patches = list(seen)
+        seen.clear()
+        shared = sample(
+            model,
+            processor,
+            dict(repeated),
+            gen,
+            eos,
+            greedy=greedy,
+            seeds=seeds,
+            groups=groups,
+            adapter=adapter,
+        )
+    finally:
+        handle.remove()
+        model.train()
+    assert torch.equal(shared.completion_ids, plain.completion_ids)
+    assert torch.equal(shared.completion_mask, plain.completion_mask) and shared.texts == plain.texts
+    assert shared.groups is groups and plain.groups is None
+    patches = int(unique["pixel_values"].size(0))
+    assert repeated_patches == [int(repeated["pixel_values"].size(0))] and seen == [patches]
+
+
+def test_an_adapter_without_a_generation_prefix_prefills_every_row(family):
+    model, _, _ = family
+    assert ModelAdapter().generation_prefix(model, {}, [1]) is None
 
 
 # -- the setting ------------------------------------------------------------------------------------------------

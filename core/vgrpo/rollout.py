@@ -87,6 +87,10 @@ def visual_token_ids(model: Any) -> list[int]:
     return sorted(ids)
 
 
+#: Processor outputs that carry images; a prefilled cache holds what they gave already.
+IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
 def row_seed(*parts: object) -> int:
     """The sampling seed of one completion, a function of what names it only: the run seed, the step and its
     place in the global batch in training; the seed, task, record id and sample index in evaluation. A row
@@ -162,12 +166,14 @@ def sample(
     seeds: Sequence[int] | None = None,
     generate_kwargs: dict[str, Any] | None = None,
     groups: PromptGroups | None = None,
+    adapter: ModelAdapter | None = None,
 ) -> Rollout:
     """One completion per input row (rows are already repeated G times): sampled, or greedy for evaluation.
 
     With ``seeds`` (one per row) sampling uses :class:`SeededSampling`, so each row's completion depends only on
     its seed; without, transformers' own sampling from the global RNG. ``groups`` (each prompt once) go into
-    the rollout, so its log-prob passes share each prompt.
+    the rollout, so its log-prob passes share each prompt; with the ``adapter`` too, each prompt is prefilled
+    once and its cache repeated for its group (:meth:`ModelAdapter.generation_prefix`).
     """
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = dict(generate_kwargs or {})
@@ -187,8 +193,13 @@ def sample(
             top_p=gen.top_p,
             top_k=gen.top_k if gen.top_k > 0 else None,
         )
+    model_inputs = dict(inputs)
+    prefix = adapter.generation_prefix(model, groups.inputs, groups.counts) if groups and adapter else None
+    if prefix is not None:  # the prompts' images are in the cache already
+        model_inputs = {k: v for k, v in model_inputs.items() if k not in IMAGE_INPUTS}
+        extra.update(prefix)
     out = model.generate(
-        **inputs,
+        **model_inputs,
         **extra,
         max_new_tokens=gen.max_completion_length,
         eos_token_id=list(eos_ids),

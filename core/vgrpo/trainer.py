@@ -141,6 +141,7 @@ class Trainer(Recipe):
                 self.eos_ids,
                 seeds=seeds,
                 groups=encoded.groups,
+                adapter=self.adapter,
             )
         self.model.train()
         entries = [p.entry for p in prompts for _ in range(g)]

@@ -197,6 +197,13 @@ class ModelAdapter:
         from :meth:`supports_shared_prefix` implement it."""
         raise NotImplementedError(f"model adapter {self.name!r} does not support a shared prefix")
 
+    def generation_prefix(
+        self, model: Any, prompts: dict[str, Any], counts: Sequence[int]
+    ) -> dict[str, Any] | None:
+        """Keyword arguments for ``generate`` with each prompt of ``prompts`` prefilled once and its cache repeated
+        ``counts[i]`` times (the image inputs are then left out); None: ``generate`` prefills every row."""
+        return None
+
 
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL: boxes in 0–1000 coordinates; images resized to multiples of 28 (patch 14 × merge 2)."""
@@ -270,6 +277,17 @@ class Qwen2VLAdapter(ModelAdapter):
 
         with self._vision_on_every_rank(model, prompts, once=True):
             return shared_prefix_hidden(model, prompts, counts, completion_ids, completion_mask)
+
+    def generation_prefix(
+        self, model: Any, prompts: dict[str, Any], counts: Sequence[int]
+    ) -> dict[str, Any] | None:
+        """As :meth:`ModelAdapter.generation_prefix`, by :func:`vgrpo.models.shared_prefix.generation_prefix`."""
+        from vgrpo.models.shared_prefix import generation_prefix
+
+        if not self.supports_shared_prefix(model):
+            return None
+        with self._vision_on_every_rank(model, prompts, once=True):
+            return generation_prefix(model, prompts, counts)
 
     @contextlib.contextmanager
     def _vision_on_every_rank(self, model: Any, inputs: dict[str, Any], once: bool = False) -> Iterator[None]:

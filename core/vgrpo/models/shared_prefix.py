@@ -90,6 +90,57 @@ def shared_prefix_hidden(
     return torch.cat([last, out.last_hidden_state], dim=1)
 
 
+@torch.no_grad()
+def generation_prefix(model: Any, prompts: dict[str, Any], counts: Sequence[int]) -> dict[str, Any] | None:
+    """``generate`` keyword arguments that start sampling from a shared prefill: each prompt but its last token
+    runs once, its key/value cache is repeated for its ``counts[i]`` rows, and the model's mRoPE deltas are set
+    for the repeated rows (the positions ``generate`` computes itself). The caller drops the image inputs and
+    passes the repeated rows. None where the prompts do not end in a text token."""
+    base = backbone(model)
+    ids = prompts["input_ids"]
+    types = prompts.get("mm_token_type_ids")
+    if ids.size(1) < 2 or (types is not None and bool(types[:, -1].any())):
+        return None
+    repeat = torch.tensor(list(counts), device=ids.device)
+    positions, deltas = _generation_positions(base, prompts)
+    short = {
+        k: v[:, :-1] if torch.is_tensor(v) and v.dim() == 2 and v.shape == ids.shape else v
+        for k, v in prompts.items()
+    }
+    cache_key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    out = base(**short, position_ids=positions[..., :-1], use_cache=True, **{cache_key: None})
+    cache = getattr(out, "cache", None) or out.past_key_values
+    _expand_cache(cache, repeat)
+    base.rope_deltas = deltas.repeat_interleave(repeat, dim=0)
+    return {cache_key: cache}
+
+
+def _generation_positions(base: Any, prompts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``[3, prompts, P]`` positions, ``[prompts, 1]`` mRoPE deltas) as ``generate`` computes them for a prefill:
+    mRoPE where the batch has images, else each row's count of real tokens (padding skipped), deltas 0."""
+    ids, attn = prompts["input_ids"], prompts["attention_mask"]
+    kwargs: dict[str, Any] = {
+        "input_ids": ids,
+        "inputs_embeds": None,
+        "image_grid_thw": prompts.get("image_grid_thw"),
+        "video_grid_thw": prompts.get("video_grid_thw"),
+        "attention_mask": attn,
+        "mm_token_type_ids": prompts.get("mm_token_type_ids"),
+        "cache": None,
+    }
+    params = inspect.signature(base.compute_3d_position_ids).parameters
+    base.rope_deltas = None
+    positions = base.compute_3d_position_ids(**{k: v for k, v in kwargs.items() if k in params})
+    if positions is None:
+        text = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
+        return text.unsqueeze(0).expand(3, -1, -1), torch.zeros(
+            ids.size(0), 1, dtype=torch.long, device=ids.device
+        )
+    if positions.dim() == 3 and positions.size(0) == 4:
+        positions = positions[1:]
+    return positions, base.rope_deltas
+
+
 def _positions(base: Any, prompts: dict[str, Any], length: int) -> torch.Tensor:
     """``[3, prompts, P + length]`` positions of each prompt followed by ``length`` text tokens, as the model
     computes them for prompt + completion in one pass (mRoPE where the batch has images, else 0, 1, 2, ...)."""
