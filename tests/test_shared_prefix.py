@@ -141,6 +141,39 @@ def test_a_batch_without_images_shares_its_prompts_too(family):
         )
 
 
+def test_prompts_sharing_an_image_run_it_through_the_vision_tower_once(family):
+    """Two questions about one image (REC data often asks several): the tower sees it once per pass, and the
+    log-probs and the gradients (the image's summed over both prompts' completions) equal the repeated path's."""
+    model, processor, adapter = family
+    again = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a square?"}]}]
+    prompts, images, counts = [*PROMPTS, again], [*IMAGES, IMAGES[0]], [2, 1, 2, 3]
+    unique = adapter.encode(processor, prompts, images, group_size=1)
+    repeated = adapter.encode(processor, prompts, images, group_size=counts)
+    n, length = sum(counts), 5
+    ids = torch.randint(0, 256, (n, length), generator=torch.Generator().manual_seed(4))
+    mask = (torch.arange(length)[None] < torch.tensor([5, 2, 1, 4, 5, 3, 1, 5])[:, None]).float()
+    results, seen = [], []
+    handle = model.model.visual.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        for groups in (None, PromptGroups(dict(unique), counts)):
+            model.zero_grad(set_to_none=True)
+            rollout = Rollout(dict(repeated), ids, mask, torch.zeros(n, dtype=torch.bool), [""] * n, groups)
+            logps = completion_logprobs(model, adapter, rollout)
+            (logps * torch.linspace(-1, 1, n).unsqueeze(1)).sum().backward()
+            grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+            results.append((logps.detach(), grads))
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    blocks = torch.split(unique["pixel_values"], unique["image_grid_thw"].prod(-1).tolist())
+    distinct = blocks[0].size(0) + blocks[1].size(0)  # the last prompt's image is the first's
+    assert torch.equal(blocks[2], blocks[0]) and seen == [int(repeated["pixel_values"].size(0)), distinct]
+    (expected, expected_grads), (actual, actual_grads) = results
+    _close(actual, expected, "log-probs")
+    for name, grad in expected_grads.items():
+        _close(actual_grads[name], grad, f"gradient of {name}")
+
+
 # -- generation ---------------------------------------------------------------------------------------------------
 def _vision_rows(model: Any) -> tuple[list[int], Any]:
     seen: list[int] = []

@@ -73,7 +73,12 @@ def shared_prefix_hidden(
     positions = _positions(base, prompts, length)
     cache_key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
-    prefix = base(**prompts, position_ids=positions[..., :prompt_len], use_cache=True, **{cache_key: None})
+    prefix = base(
+        **_with_unique_images(base, prompts),
+        position_ids=positions[..., :prompt_len],
+        use_cache=True,
+        **{cache_key: None},
+    )
     cache = getattr(prefix, "cache", None) or prefix.past_key_values
     last = prefix.last_hidden_state[:, -1:].repeat_interleave(repeat, dim=0)  # predicts completion token 0
     if length == 1:
@@ -108,11 +113,58 @@ def generation_prefix(model: Any, prompts: dict[str, Any], counts: Sequence[int]
         for k, v in prompts.items()
     }
     cache_key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    out = base(**short, position_ids=positions[..., :-1], use_cache=True, **{cache_key: None})
+    out = base(
+        **_with_unique_images(base, short),
+        position_ids=positions[..., :-1],
+        use_cache=True,
+        **{cache_key: None},
+    )
     cache = getattr(out, "cache", None) or out.past_key_values
     _expand_cache(cache, repeat)
     base.rope_deltas = deltas.repeat_interleave(repeat, dim=0)
     return {cache_key: cache}
+
+
+def _with_unique_images(base: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` with the vision tower run once per distinct image: several prompts of a batch often share
+    one (REC data asks several questions of an image). Its features go in as ``mm_encoder_outputs`` (each use
+    of an image gets the same tensor, so its gradient is the sum over uses, as the repeated path's); the
+    inputs unchanged where no image repeats or the model takes no precomputed features."""
+    pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+    if (
+        pixels is None
+        or grid is None
+        or "mm_encoder_outputs" not in inspect.signature(base.forward).parameters
+    ):
+        return inputs
+    blocks = torch.split(pixels, grid.prod(-1).tolist())
+    first: list[int] = []  # for each image, the index of its first copy among the distinct ones
+    distinct: list[int] = []
+    for i, block in enumerate(blocks):
+        same = next(
+            (
+                k
+                for k, j in enumerate(distinct)
+                if torch.equal(grid[j], grid[i]) and torch.equal(blocks[j], block)
+            ),
+            None,
+        )
+        if same is None:
+            distinct.append(i)
+            same = len(distinct) - 1
+        first.append(same)
+    if len(distinct) == len(blocks):
+        return inputs
+    features = base.get_image_features(
+        pixel_values=torch.cat([blocks[j] for j in distinct]), image_grid_thw=grid[distinct], return_dict=True
+    )
+    features.pooler_output = tuple(features.pooler_output[k] for k in first)
+    deepstack = getattr(features, "deepstack_features", None)  # Qwen3-VL: per layer, one tensor per image
+    if deepstack is not None:
+        features.deepstack_features = [tuple(layer[k] for k in first) for layer in deepstack]
+    out = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    out["mm_encoder_outputs"] = {"image": features}
+    return out
 
 
 def _generation_positions(base: Any, prompts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
