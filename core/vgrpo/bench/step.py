@@ -655,6 +655,10 @@ def run(args: argparse.Namespace) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vgrpo-bench-step-")))
+        if args.sweep:
+            from vgrpo.bench.sweep import run_sweep
+
+            return run_sweep(args, workdir)
         if args.impl == "all":
             with contextlib.redirect_stdout(sys.stderr):
                 prepare(workdir, args.seed, args.task)  # once, so both load the very same weights and records
@@ -714,6 +718,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="visual tokens per image (min_pixels = max_pixels = N·28², in all; default: the tiny model's 16)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="shared prefix vs repeated over G in --sweep-groups and N in --sweep-image-tokens, one table",
+    )
+    parser.add_argument("--sweep-groups", default="4,8,16", help="G values of --sweep (default 4,8,16)")
+    parser.add_argument(
+        "--sweep-image-tokens", default="64,256,1024", help="N values of --sweep (default 64,256,1024)"
     )
     parser.add_argument(
         "--skip-trl", action="store_true", help="with --impl all: vgrpo shared and repeated only"
