@@ -94,7 +94,8 @@ class Trainer(Recipe):
         mcfg = self.config.model
         lines = [
             f"model {mcfg.name_or_path}: model adapter {self.adapter.name} "
-            f"(default coords {self.adapter.default_coords})"
+            f"(default coords {self.adapter.default_coords}); shared prefix "
+            f"{'on' if self.shared_prefix else 'off'} (model.shared_prefix: {mcfg.shared_prefix})"
         ]
         for entry, item in zip(self.entries, self.config.tasks):
             coords = getattr(entry.params, "coords", None)

@@ -79,7 +79,7 @@ def shared_prefix_hidden(
         use_cache=True,
         **{cache_key: None},
     )
-    cache = getattr(prefix, "cache", None) or prefix.past_key_values
+    cache = _cache_of(prefix)
     last = prefix.last_hidden_state[:, -1:].repeat_interleave(repeat, dim=0)  # predicts completion token 0
     if length == 1:
         return last
@@ -119,7 +119,7 @@ def generation_prefix(model: Any, prompts: dict[str, Any], counts: Sequence[int]
         use_cache=True,
         **{cache_key: None},
     )
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = _cache_of(out)
     _expand_cache(cache, repeat)
     base.rope_deltas = deltas.repeat_interleave(repeat, dim=0)
     return {cache_key: cache}
@@ -239,6 +239,17 @@ def _text_token(base: Any, ids: torch.Tensor) -> int:
     if pad is None:
         pad = getattr(getattr(base.config, "text_config", None), "pad_token_id", None)
     return int(pad) if pad is not None else 0
+
+
+def _cache_of(out: Any) -> Any:
+    """The key/value cache a forward with ``use_cache=True`` returned (``cache``, or ``past_key_values`` before
+    transformers renamed it)."""
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if cache is None:
+        raise TypeError(f"shared prefix: the backbone returned no key/value cache ({type(out).__name__})")
+    return cache
 
 
 def _expand_cache(cache: Any, repeat: torch.Tensor) -> None:
