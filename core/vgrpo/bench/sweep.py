@@ -52,7 +52,7 @@ def sweep_rows(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 speedups=shared_speedups(results),
             )
             rows.append(row)
-            log.info("G=%s N=%s: %s", g, n, row["speedups"])
+            log.info("sweep cell %s", json.dumps(row))
     return rows
 
 
@@ -94,6 +94,8 @@ def print_sweep(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def run_sweep(args: argparse.Namespace, workdir: Path) -> int:
+    if not logging.getLogger().handlers:  # the cells as they finish, so a long sweep shows its progress
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     rows = sweep_rows(args, workdir)
     if args.json:
         print(
