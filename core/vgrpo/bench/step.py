@@ -209,6 +209,8 @@ def measure_vgrpo(
         "generate_s": round(statistics.median(generate_s), 4),
         "train_s": round(statistics.median(train_s), 4),
         "prompt_tokens": round(statistics.fmean(prompt_len), 1),
+        "generate_times": [round(t, 4) for t in generate_s],
+        "train_times": [round(t, 4) for t in train_s],
     }
     return _summary("vgrpo" if shared else "vgrpo-repeated", times, times, lengths, mem, peak, **extra)
 
