@@ -46,6 +46,15 @@ METHODS: dict[str, list[tuple[str, typing.Any, typing.Any]]] = {
     "hidden_states": [("model", P, REQUIRED), ("inputs", P, REQUIRED)],
     "lm_head": [("model", P, REQUIRED)],
     "output_layer": [("model", P, REQUIRED)],  # the older name of lm_head, kept for compatibility
+    "supports_shared_prefix": [("model", P, REQUIRED)],  # optional (0.3): the shared-prefix pair
+    "shared_prefix_hidden": [
+        ("model", P, REQUIRED),
+        ("prompts", P, REQUIRED),
+        ("counts", P, REQUIRED),
+        ("completion_ids", P, REQUIRED),
+        ("completion_mask", P, REQUIRED),
+    ],
+    "generation_prefix": [("model", P, REQUIRED), ("prompts", P, REQUIRED), ("counts", P, REQUIRED)],
 }
 
 #: What each method returns, as annotated.
@@ -62,6 +71,9 @@ RETURNS = {
     "hidden_states": "torch.Tensor",
     "lm_head": "torch.nn.Module",
     "output_layer": "torch.nn.Module",
+    "supports_shared_prefix": "bool",
+    "shared_prefix_hidden": "torch.Tensor",
+    "generation_prefix": "dict[str, Any] | None",
 }
 
 #: Class attributes and the generic adapter's values.

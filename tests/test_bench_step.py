@@ -52,12 +52,32 @@ def test_both_implementations_run_and_the_json_has_the_fields(tmp_path):
     doc = json.loads(proc.stdout)
     assert doc["benchmark"] == "step" and doc["settings"]["completions_per_step"] == 2
     rows = {r["impl"]: r for r in doc["results"]}
-    assert set(rows) == {"vgrpo", "trl"}
+    assert set(rows) == {"vgrpo", "vgrpo-repeated", "trl"}
     for row in rows.values():
         assert ROW_FIELDS <= set(row), row
         assert len(row["times"]) == 2 and row["step_s"] > 0 and row["peak_rss_mib"] > 0
         assert row["completion_length"] == 4  # fixed-length generation: the same tokens per step in both
-    assert set(doc["ratios"]) >= {"step_s", "peak_rss_mib"} and len(doc["targets"]) == 2
+    assert set(doc["ratios"]) >= {"step_s", "peak_rss_mib"} and len(doc["targets"]) == 5
+    for impl in ("vgrpo", "vgrpo-repeated"):  # the phases of a step, within it
+        row = rows[impl]
+        assert 0 < row["train_s"] < row["step_s"] and 0 < row["generate_s"] < row["step_s"]
+        assert row["prompt_tokens"] > 16  # the image's 16 visual tokens and the question
+    assert set(doc["shared_prefix_speedups"]) == {"step_s", "train_s", "generate_s", "peak_rss_mib"}
+
+
+def test_the_expected_saving_and_the_shared_prefix_targets():
+    from vgrpo.bench.step import expected_saving, shared_speedups, targets_met
+
+    assert expected_saving(1300, 100, 8) == round(11200 / 2100, 3)  # the example, by hand
+    assert expected_saving(100, 0, 4) == 4.0  # no completion: the prompt's G copies are all the saving
+    rows = [
+        {"impl": "vgrpo", "step_s": 2.0, "train_s": 1.0, "generate_s": 1.0, "peak_rss_mib": 500.0},
+        {"impl": "vgrpo-repeated", "step_s": 5.0, "train_s": 3.5, "generate_s": 1.5, "peak_rss_mib": 600.0},
+    ]
+    assert shared_speedups(rows) == {"step_s": 2.5, "train_s": 3.5, "generate_s": 1.5, "peak_rss_mib": 0.833}
+    assert all(targets_met(rows).values()) and len(targets_met(rows)) == 3
+    rows[1]["train_s"] = 2.9
+    assert not targets_met(rows)["training passes >= 3x faster than repeated"]
 
 
 def test_trl_sees_the_same_chat_prompt_as_vgrpo(tmp_path):

@@ -174,6 +174,35 @@ def test_fused_and_naive_paths_give_the_same_training_metrics(with_letter, tmp_p
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
 
 
+def test_a_shared_prefix_gives_the_training_metrics_of_repeated_prompts(with_letter, tmp_path):
+    """model.shared_prefix on (each prompt once per group) against off, on image prompts and text-only ones."""
+    registry, data = with_letter
+    mixed = {"acme.letters": data["acme.letters"], "count": data["count"]}
+    rows = {}
+    for setting in ("on", "off"):
+        out = tmp_path / setting
+        trainer = Trainer(
+            _config(
+                mixed,
+                out,
+                "optim.max_steps=2",
+                f"model.shared_prefix={setting}",
+                "grpo.beta=0.04",
+                "grpo.num_iterations=2",
+                "grpo.num_generations=3",
+                "model.freeze_vision=false",
+            ),
+            registry,
+        )
+        trainer.train()
+        assert trainer.shared_prefix is (setting == "on")
+        rows[setting] = _rows(out)
+    assert all(r["grad_norm"] > 0 for r in rows["off"]) and any(r["kl"] > 0 for r in rows["off"])
+    for a, b in zip(rows["on"], rows["off"], strict=True):
+        for key in ("loss", "kl", "clip_ratio", "grad_norm", "reward", "completion_length"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
+
+
 def test_out_of_memory_names_the_knobs_to_turn(data, tmp_path, monkeypatch):
     from vgrpo import TrainingError
 

@@ -72,7 +72,28 @@ class ModelConfig(_Section):
         "fused",
         description="Per-token log-probs from fused kernels (never materialise logits) or plain log_softmax.",
     )
+    shared_prefix: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run each prompt and its images once per group in the log-prob passes (policy, old, "
+        "reference), its G completions attending to it: 'auto' where the model adapter supports it, 'on' "
+        "(an error where it does not), 'off' (each prompt repeated G times). Not with gradient_checkpointing.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @field_validator("shared_prefix", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _check_shared_prefix(self) -> ModelConfig:
+        if self.shared_prefix == "on" and self.gradient_checkpointing:
+            raise ValueError(
+                "model.shared_prefix: on needs model.gradient_checkpointing: false (a checkpointed layer drops the "
+                "prompt's key/value cache the completions attend to); set shared_prefix to auto or off"
+            )
+        return self
 
 
 class TaskEntry(_Section):

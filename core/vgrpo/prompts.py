@@ -40,6 +40,16 @@ class Prompt:
 
 
 @dataclass
+class PromptGroups:
+    """The prompts of a batch once each, for passes that share each prompt among its group's completions."""
+
+    inputs: dict[str, Any]
+    """Left-padded model inputs, one row per prompt (the same padded length as the repeated rows)."""
+    counts: list[int]
+    """Completions per prompt: row ``i`` here stands for the next ``counts[i]`` rows of the repeated inputs."""
+
+
+@dataclass
 class EncodedPrompts:
     """Model inputs for a batch of prompts, one row per completion to make."""
 
@@ -47,6 +57,8 @@ class EncodedPrompts:
     """Left-padded model inputs on the requested device; prompt ``i`` fills ``group_size[i]`` rows in a row."""
     samples: list[Sample]
     """One per row: the prompt's sample with ``input_size`` filled in when the adapter knows it."""
+    groups: PromptGroups | None = None
+    """Each prompt once (``share_prefix``), else None."""
 
 
 #: Images with more pixels than this are not decoded (a 144-megapixel PNG would take gigabytes): a JPEG is
@@ -164,27 +176,42 @@ def encode_prompts(
     group_size: int | Sequence[int] = 1,
     max_question_tokens: int | None = None,
     counters: Counter[str] | None = None,
+    share_prefix: bool = False,
 ) -> EncodedPrompts:
     """Render each prompt's template, encode the batch (each prompt ``group_size`` times: an int for all, or one
     count per prompt) and fill in each row's ``input_size``. Tensors go to ``device`` when given. A question longer
-    than ``max_question_tokens`` text tokens is cut from the left and counted under ``truncated_prompts``."""
-    import torch
-
+    than ``max_question_tokens`` text tokens is cut from the left and counted under ``truncated_prompts``.
+    ``share_prefix``: also each prompt once (:class:`PromptGroups`), for the shared-prefix passes."""
     counts = [group_size] * len(prompts) if isinstance(group_size, int) else [int(n) for n in group_size]
     if len(counts) != len(prompts):
         raise ValueError(f"group_size: expected {len(prompts)} counts, one per prompt, got {len(counts)}")
     prompts = [_fit(p, processor.tokenizer, max_question_tokens, counters) for p in prompts]
     messages = [p.task.build_prompt(p.sample, p.params) for p in prompts]
     images = [p.images for p in prompts]
-    encoded = _encode(adapter, processor, messages, images, counts)
+    groups = None
+    if share_prefix:
+        from vgrpo.models.adapters import _repeat_rows
+
+        unique = _encode(adapter, processor, messages, images, [1] * len(counts))
+        groups = PromptGroups(inputs=_to(dict(unique), device), counts=counts)
+        encoded = _repeat_rows(unique, counts, [len(i) for i in images])
+        if encoded is None:  # a layout the repeat does not know: encode the rows
+            encoded = _encode(adapter, processor, messages, images, counts)
+    else:
+        encoded = _encode(adapter, processor, messages, images, counts)
     row_images = [imgs for imgs, n in zip(images, counts) for _ in range(n)]
     sizes = adapter.input_sizes(processor, encoded, row_images)
     rows = [p.sample for p, n in zip(prompts, counts) for _ in range(n)]
     samples = [replace(s, input_size=size) if size is not None else s for s, size in zip(rows, sizes)]
-    inputs = dict(encoded)
-    if device is not None:
-        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-    return EncodedPrompts(inputs=inputs, samples=samples)
+    return EncodedPrompts(inputs=_to(dict(encoded), device), samples=samples, groups=groups)
+
+
+def _to(inputs: dict[str, Any], device: torch.device | str | None) -> dict[str, Any]:
+    import torch
+
+    if device is None:
+        return inputs
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
 def _fit(prompt: Prompt, tokenizer: Any, max_tokens: int | None, counters: Counter[str] | None) -> Prompt:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from vgrpo.config import GenerationConfig
 from vgrpo.distributed import run_as_forward
 from vgrpo.models.adapters import ModelAdapter
+
+if TYPE_CHECKING:
+    from vgrpo.prompts import PromptGroups
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Rollout:
     sampler_logps: torch.Tensor | None = None
     """``[N, T]`` log-probs of the sampled tokens as the generation engine computed them (0 where masked);
     None from the hf backend, whose sampler is the trainer's model."""
+    groups: PromptGroups | None = None
+    """Each prompt once with its group sizes: the log-prob passes share each prompt among its completions
+    (``model.shared_prefix``); None runs the repeated rows of ``inputs``."""
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -82,6 +88,10 @@ def visual_token_ids(model: Any) -> list[int]:
     config = model.config
     ids = {getattr(config, key) for key in VISUAL_TOKEN_KEYS if isinstance(getattr(config, key, None), int)}
     return sorted(ids)
+
+
+#: Processor outputs that carry images; a prefilled cache holds what they gave already.
+IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
 
 def row_seed(*parts: object) -> int:
@@ -158,11 +168,15 @@ def sample(
     greedy: bool = False,
     seeds: Sequence[int] | None = None,
     generate_kwargs: dict[str, Any] | None = None,
+    groups: PromptGroups | None = None,
+    adapter: ModelAdapter | None = None,
 ) -> Rollout:
     """One completion per input row (rows are already repeated G times): sampled, or greedy for evaluation.
 
     With ``seeds`` (one per row) sampling uses :class:`SeededSampling`, so each row's completion depends only on
-    its seed; without, transformers' own sampling from the global RNG.
+    its seed; without, transformers' own sampling from the global RNG. ``groups`` (each prompt once) go into
+    the rollout, so its log-prob passes share each prompt; with the ``adapter`` too, each prompt is prefilled
+    once and its cache repeated for its group (:meth:`ModelAdapter.generation_prefix`).
     """
     tokenizer = processor.tokenizer
     extra: dict[str, Any] = dict(generate_kwargs or {})
@@ -182,8 +196,13 @@ def sample(
             top_p=gen.top_p,
             top_k=gen.top_k if gen.top_k > 0 else None,
         )
+    model_inputs = dict(inputs)
+    prefix = adapter.generation_prefix(model, groups.inputs, groups.counts) if groups and adapter else None
+    if prefix is not None:  # the prompts' images are in the cache already
+        model_inputs = {k: v for k, v in model_inputs.items() if k not in IMAGE_INPUTS}
+        extra.update(prefix)
     out = model.generate(
-        **inputs,
+        **model_inputs,
         **extra,
         max_new_tokens=gen.max_completion_length,
         eos_token_id=list(eos_ids),
@@ -196,7 +215,7 @@ def sample(
         mask.bool(), completion_ids, torch.full_like(completion_ids, tokenizer.pad_token_id)
     )
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Rollout(dict(inputs), completion_ids, mask, truncated, texts)
+    return Rollout(dict(inputs), completion_ids, mask, truncated, texts, groups=groups)
 
 
 def _full_inputs(
@@ -223,7 +242,14 @@ def _full_inputs(
 def completion_hidden(
     model: Any, adapter: ModelAdapter, rollout: Rollout
 ) -> tuple[torch.Tensor, torch.nn.Module]:
-    """(hidden states ``[N, T, H]`` that predict each completion token, the output layer)."""
+    """(hidden states ``[N, T, H]`` that predict each completion token, the output layer). With
+    ``rollout.groups`` each prompt runs once for its group (the adapter's shared-prefix pass)."""
+    if rollout.groups is not None:
+        g = rollout.groups
+        hidden = adapter.shared_prefix_hidden(
+            model, g.inputs, g.counts, rollout.completion_ids, rollout.completion_mask
+        )
+        return hidden, adapter.lm_head(model)
     full = _full_inputs(rollout.inputs, rollout.completion_ids, rollout.completion_mask)
     hidden = adapter.hidden_states(model, full)
     prompt_len = rollout.inputs["input_ids"].size(1)

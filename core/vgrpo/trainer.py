@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from vgrpo.config import TrainConfig
 from vgrpo.errors import DataError
 from vgrpo.metrics import StepStats, write_completions
 from vgrpo.mismatch import MismatchStats, correction_weights, mismatch_stats
+from vgrpo.models.shared_prefix import use_shared_prefix
 from vgrpo.plugins import PluginRegistry
 from vgrpo.prompts import Prompt, draw_prompts, encode_prompts
 from vgrpo.recipe import MAX_NONFINITE_STEPS, Recipe
@@ -63,6 +65,8 @@ class Trainer(Recipe):
         """The vLLM engine of ``generation.backend: vllm`` (:class:`vgrpo.rollout_vllm.VllmEngine`), else None."""
         self._engine_step: int | None = None  # the step whose weights the engine holds
         self._mismatch = MismatchStats()
+        self.shared_prefix = False
+        """Whether each prompt runs once per group in the log-prob passes (``model.shared_prefix``, resolved)."""
 
     # -- the recipe's knobs --------------------------------------------------------------------------------
     def reference_beta(self) -> float:
@@ -76,6 +80,14 @@ class Trainer(Recipe):
         super().setup()
 
     def _setup_extra(self) -> None:
+        assert self.adapter is not None
+        mcfg = self.config.model
+        if mcfg.shared_prefix == "auto" and mcfg.gradient_checkpointing:
+            log.info(
+                "model.shared_prefix auto: off with gradient checkpointing (it drops the prompt's cache)"
+            )
+        else:
+            self.shared_prefix = use_shared_prefix(mcfg.shared_prefix, self.adapter, self.unwrapped)
         workers = self.config.rewards.workers
         self.reward_pool = RewardPool(workers, self.config.rewards.timeout_s) if workers > 0 else None
         if self.config.generation.backend == "vllm":
@@ -116,7 +128,8 @@ class Trainer(Recipe):
         mcfg = self.config.model
         lines = [
             f"model {mcfg.name_or_path}: model adapter {self.adapter.name} "
-            f"(default coords {self.adapter.default_coords})"
+            f"(default coords {self.adapter.default_coords}); shared prefix "
+            f"{'on' if self.shared_prefix else 'off'} (model.shared_prefix: {mcfg.shared_prefix})"
         ]
         for entry, item in zip(self.entries, self.config.tasks):
             coords = getattr(entry.params, "coords", None)
@@ -166,6 +179,7 @@ class Trainer(Recipe):
             group_size=g,
             max_question_tokens=self.config.generation.max_prompt_length,
             counters=self.counters,
+            share_prefix=self.shared_prefix,
         )
         if self.engine is not None:
             rollout = self._sample_on_engine(prompts, encoded, micro)
@@ -182,6 +196,8 @@ class Trainer(Recipe):
                     self.config.generation,
                     self.eos_ids,
                     seeds=seeds,
+                    groups=encoded.groups,
+                    adapter=self.adapter,
                 )
             self.model.train()
         entries = [p.entry for p in prompts for _ in range(g)]
@@ -212,9 +228,10 @@ class Trainer(Recipe):
         requests = build_requests(self.processor, prompts, encoded, [g] * len(prompts), seeds)
         self.sync_engine()
         try:
-            return self.engine.generate(
+            rollout = self.engine.generate(
                 requests, encoded.inputs, self.eos_ids, banned_ids=visual_token_ids(self.unwrapped)
             )
+            return replace(rollout, groups=encoded.groups)  # the log-prob passes share prompts as with hf
         finally:
             self.engine.sleep()  # with enable_sleep_mode: its memory is training's until the next rollout
 

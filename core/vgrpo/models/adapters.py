@@ -9,10 +9,11 @@ be computed by the fused kernels without materialising logits. Adapters are regi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -35,8 +36,9 @@ class ModelAdapter:
 
     The public contract (pinned by ``tests/test_adapter_contract.py``): :meth:`model_type`, :meth:`handles`,
     :meth:`load`, :meth:`encode`, :meth:`input_sizes`, :meth:`hidden_states`, :meth:`lm_head`,
-    :meth:`vision_parameters`, :meth:`prepare`, :meth:`runs_vision_every_forward` and the class attributes
-    ``name``, ``model_types`` and ``default_coords``. A subclass overrides what its family does differently;
+    :meth:`vision_parameters`, :meth:`prepare`, :meth:`runs_vision_every_forward`, the optional shared-prefix
+    pair :meth:`supports_shared_prefix` and :meth:`shared_prefix_hidden`, and the class attributes ``name``,
+    ``model_types`` and ``default_coords``. A subclass overrides what its family does differently;
     every method has a working default.
     """
 
@@ -188,6 +190,32 @@ class ModelAdapter:
         out = base(**inputs, use_cache=False)
         return out.last_hidden_state
 
+    # -- shared prefix (optional: an adapter without it runs each prompt once per completion) --------------
+    def supports_shared_prefix(self, model: Any) -> bool:
+        """True when :meth:`shared_prefix_hidden` works for ``model``: ``model.shared_prefix: auto`` then runs each
+        prompt once per group. The generic adapter does not know how a family positions its tokens: False."""
+        return False
+
+    def shared_prefix_hidden(
+        self,
+        model: Any,
+        prompts: dict[str, Any],
+        counts: Sequence[int],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hidden states ``[N, T, H]`` predicting each completion token, each prompt of ``prompts`` (one row per
+        group) run once for its ``counts[i]`` completions; equal to the repeated path's. Adapters that return True
+        from :meth:`supports_shared_prefix` implement it."""
+        raise NotImplementedError(f"model adapter {self.name!r} does not support a shared prefix")
+
+    def generation_prefix(
+        self, model: Any, prompts: dict[str, Any], counts: Sequence[int]
+    ) -> dict[str, Any] | None:
+        """Keyword arguments for ``generate`` with each prompt of ``prompts`` prefilled once and its cache repeated
+        ``counts[i]`` times (the image inputs are then left out); None: ``generate`` prefills every row."""
+        return None
+
 
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL: boxes in 0–1000 coordinates; images resized to multiples of 28 (patch 14 × merge 2)."""
@@ -238,15 +266,58 @@ class Qwen2VLAdapter(ModelAdapter):
         """Final hidden states; for a model prepared with ``every_rank_runs_vision`` (ZeRO-3 on several processes)
         a batch without images still runs the vision tower once on a blank patch grid, weighted 0: under ZeRO-3
         every module's forward is a collective, and a rank that skipped it would leave the others waiting."""
-        if not self.runs_vision_every_forward(model) or inputs.get("pixel_values") is not None:
+        with self._vision_on_every_rank(model, inputs):
             return super().hidden_states(model, inputs)
 
+    def supports_shared_prefix(self, model: Any) -> bool:
+        """Qwen-VL models share the prompt: mRoPE positions and a key/value cache (vgrpo.models.shared_prefix)."""
+        from vgrpo.models.shared_prefix import supports_mrope_prefix
+
+        return supports_mrope_prefix(model)
+
+    def shared_prefix_hidden(
+        self,
+        model: Any,
+        prompts: dict[str, Any],
+        counts: Sequence[int],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """As :meth:`ModelAdapter.shared_prefix_hidden`, by :func:`vgrpo.models.shared_prefix.shared_prefix_hidden`;
+        the vision tower runs in the prompts' pass (on every rank where the model was prepared so)."""
+        from vgrpo.models.shared_prefix import shared_prefix_hidden
+
+        with self._vision_on_every_rank(model, prompts, once=True):
+            return shared_prefix_hidden(model, prompts, counts, completion_ids, completion_mask)
+
+    def generation_prefix(
+        self, model: Any, prompts: dict[str, Any], counts: Sequence[int]
+    ) -> dict[str, Any] | None:
+        """As :meth:`ModelAdapter.generation_prefix`, by :func:`vgrpo.models.shared_prefix.generation_prefix`."""
+        from vgrpo.models.shared_prefix import generation_prefix
+
+        if not self.supports_shared_prefix(model):
+            return None
+        with self._vision_on_every_rank(model, prompts, once=True):
+            return generation_prefix(model, prompts, counts)
+
+    @contextlib.contextmanager
+    def _vision_on_every_rank(self, model: Any, inputs: dict[str, Any], once: bool = False) -> Iterator[None]:
+        """Where ``model`` runs vision on every rank and ``inputs`` have no images, the embedding's output gets
+        the blank image's features × 0 (``once``: in the first forward only, the prompts' pass)."""
+        if not self.runs_vision_every_forward(model) or inputs.get("pixel_values") is not None:
+            yield
+            return
+        handle: Any = None
+
         def after_embedding(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+            if once:
+                handle.remove()
             return out + 0.0 * _blank_image_features(model).to(out.dtype)  # where the real images would run
 
         handle = model.get_input_embeddings().register_forward_hook(after_embedding)
         try:
-            return super().hidden_states(model, inputs)
+            yield
         finally:
             handle.remove()
 

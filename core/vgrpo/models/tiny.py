@@ -168,16 +168,52 @@ def build_qwen2_vl_config(tokenizer: Any) -> Any:
     )
 
 
+def build_qwen3_vl_config(tokenizer: Any) -> Any:
+    """The tiny model's sizes in Qwen3-VL's architecture (deepstack features from vision layer 0; patch 14 like
+    the others, so the same image processor serves it)."""
+    from transformers import Qwen3VLConfig
+
+    base = build_config(tokenizer).to_dict()
+    text = {k: v for k, v in base["text_config"].items() if not k.startswith("_") and k != "model_type"}
+    text.pop("rope_scaling", None)
+    text.pop("rope_parameters", None)
+    text.update(
+        head_dim=16,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 4], "mrope_interleaved": True},
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        **{
+            k: base[k]
+            for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        },
+        tie_word_embeddings=False,
+    )
+
+
 #: Families the tiny model can be built in: ``config.model_type`` → (config builder, model class name).
 FAMILIES = {
     "qwen2_5_vl": (build_config, "Qwen2_5_VLForConditionalGeneration"),
     "qwen2_vl": (build_qwen2_vl_config, "Qwen2VLForConditionalGeneration"),
+    "qwen3_vl": (build_qwen3_vl_config, "Qwen3VLForConditionalGeneration"),
 }
 
 
 def build_tiny(seed: int = 0, family: str = "qwen2_5_vl") -> tuple[Any, Any]:
     """(model, processor): a random-initialised tiny model, deterministic for a seed; ``family`` names the
-    architecture (``qwen2_5_vl``, the embedded default, or ``qwen2_vl``)."""
+    architecture (``qwen2_5_vl``, the embedded default, ``qwen2_vl`` or ``qwen3_vl``)."""
     import transformers
 
     if family not in FAMILIES:
@@ -191,8 +227,9 @@ def build_tiny(seed: int = 0, family: str = "qwen2_5_vl") -> tuple[Any, Any]:
         model = getattr(transformers, class_name)(config)
     finally:
         torch.random.set_rng_state(state)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.pad_token_id = config.pad_token_id
+    text = getattr(config, "text_config", config)  # Qwen3-VL keeps the special ids in its text config only
+    model.generation_config.eos_token_id = getattr(config, "eos_token_id", None) or text.eos_token_id
+    model.generation_config.pad_token_id = getattr(config, "pad_token_id", None) or text.pad_token_id
     return model, processor
 
 
