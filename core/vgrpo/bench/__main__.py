@@ -10,7 +10,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vgrpo.bench", description="vgrpo benchmarks")
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    from vgrpo.bench import logprobs, rewards, step
+    from vgrpo.bench import gpu, logprobs, rewards, step
 
     rewards.add_arguments(
         sub.add_parser("rewards", help="completions scored per second, per task, on one core")
@@ -20,6 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     step.add_arguments(
         sub.add_parser("step", help="one GRPO optimizer step, vgrpo vs TRL's GRPOTrainer: time, peak memory")
+    )
+    gpu.add_arguments(
+        sub.add_parser(
+            "gpu", help="the GPU acceptance report: kernels and a real-size GRPO step (--tiny: on CPU)"
+        )
     )
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
