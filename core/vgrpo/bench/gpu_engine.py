@@ -17,7 +17,9 @@ distribution instead, so the loss and its gradient are those of a real step.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -35,11 +37,13 @@ MODEL_3B = "bench:qwen2.5-vl-3b"
 IMAGE_SIDE = 448
 FULL = {"prompts": 4, "G": 8, "new_tokens": 256, "steps": 3, "dtype": "bfloat16", "model": MODEL_3B}
 TINY = {"prompts": 2, "G": 2, "new_tokens": 8, "steps": 3, "dtype": "float32", "model": "tiny"}
-#: (name, config overrides) in order of value.
+#: (name, config overrides) in order of value: checkpointing on first (without it a 3B step's activations may not
+#: fit), fused vs naive log-probs both with it, then fused without it.
+CKPT = "grad checkpointing"
 VARIANTS = [
-    ("fused", {"model": {"logprobs": "fused"}}),
-    ("fused + grad checkpointing", {"model": {"logprobs": "fused", "gradient_checkpointing": True}}),
-    ("naive log-probs", {"model": {"logprobs": "naive"}}),
+    (f"fused, {CKPT}", {"model": {"logprobs": "fused", "gradient_checkpointing": True}}),
+    (f"naive log-probs, {CKPT}", {"model": {"logprobs": "naive", "gradient_checkpointing": True}}),
+    ("fused, no checkpointing", {"model": {"logprobs": "fused", "gradient_checkpointing": False}}),
 ]
 PHASES = ("generate", "old/ref log-probs", "policy fwd+bwd", "optimizer")
 
@@ -178,7 +182,8 @@ def optional_variants() -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
 
     variants, notes = [], []
     if "shared_prefix" in ModelConfig.model_fields:
-        variants.append(("fused + shared prefix", {"model": {"logprobs": "fused", "shared_prefix": True}}))
+        on = {"logprobs": "fused", "gradient_checkpointing": True, "shared_prefix": True}
+        variants.append((f"fused, {CKPT}, shared prefix", {"model": on}))
     else:
         notes.append("shared-prefix vs repeated: not available in this build (no model.shared_prefix)")
     if "backend" not in GenerationConfig.model_fields:
@@ -187,7 +192,7 @@ def optional_variants() -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
         notes.append("hf vs vLLM generation: skipped (vLLM is not installed)")
     else:
         variants.append(
-            ("fused + vLLM generation", {"model": {"logprobs": "fused"}, "generation": {"backend": "vllm"}})
+            (f"fused, {CKPT}, vLLM generation", {**VARIANTS[0][1], "generation": {"backend": "vllm"}})
         )
     notes.append(
         "TRL GRPOTrainer side by side: not run by this section yet (see python -m vgrpo.bench step on CPU)"
@@ -333,23 +338,38 @@ def run(ctx: SectionContext) -> None:
                 row = measure_variant(ctx, name, config, sizes)
             except torch.OutOfMemoryError as exc:
                 row = {"variant": name, "status": f"out of memory: {str(exc).splitlines()[0]}"}
+                del exc
+            gc.collect()
+            if ctx.device == "cuda":
+                torch.cuda.empty_cache()
             last = time.perf_counter() - t
             ctx.result.rows.append(row)
-            if "finite" in row:
-                ok = row["finite"] and all(g == g and abs(g) < float("inf") for g in row["grad_norm"])
-                ok = ok and all(g > 0 for g in row["grad_norm"])
-                ctx.result.checks.append(
-                    Check(
-                        f"{name}: loss and grad norm finite",
-                        bool(ok),
-                        f"loss {row['loss']}, grad norm {row['grad_norm']}",
-                    )
-                )
+            ctx.result.checks.append(_finite_check(name, row, first=name == VARIANTS[0][0]))
             ctx.save()
     by = {r["variant"]: r for r in ctx.result.rows if "total s" in r}
-    if "fused" in by and "naive log-probs" in by:
-        f, n = by["fused"], by["naive log-probs"]
-        value = f"policy fwd+bwd {f['policy fwd+bwd s']:.3f} s vs {n['policy fwd+bwd s']:.3f} s"
-        if f["peak MiB"] is not None:
-            value += f"; peak {f['peak MiB']:,.0f} vs {n['peak MiB']:,.0f} MiB"
-        ctx.result.checks.append(Check("fused vs naive log-probs", None, value))
+    for a, b, what in (
+        (VARIANTS[0][0], VARIANTS[1][0], "fused vs naive log-probs"),
+        (VARIANTS[0][0], VARIANTS[2][0], "grad checkpointing on vs off"),
+    ):
+        if a in by and b in by:
+            ctx.result.checks.append(Check(what, None, _compare(by[a], by[b])))
+    ctx.save()
+
+
+def _finite_check(name: str, row: dict[str, Any], first: bool) -> Check:
+    """Loss and gradient norm finite, the norm > 0; an out-of-memory variant fails only if it is the first."""
+    if "finite" not in row:
+        return Check(f"{name}: ran", False if first else None, row.get("status", "did not run"))
+    norms = row["grad_norm"]
+    ok = row["finite"] and all(math.isfinite(g) and g > 0 for g in norms)
+    return Check(f"{name}: loss and grad norm finite", bool(ok), f"loss {row['loss']}, grad norm {norms}")
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    out = (
+        f"s/step {a['total s']:.3f} vs {b['total s']:.3f}; policy fwd+bwd {a['policy fwd+bwd s']:.3f} vs "
+        f"{b['policy fwd+bwd s']:.3f} s"
+    )
+    if a["peak MiB"] is not None:
+        out += f"; peak {a['peak MiB']:,.0f} vs {b['peak MiB']:,.0f} MiB"
+    return out
