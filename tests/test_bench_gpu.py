@@ -134,3 +134,23 @@ def test_without_cuda_and_without_tiny_exits_2_in_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "no CUDA device" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_engine_model_has_qwen25_vl_3b_architecture_and_sees_256_visual_tokens_per_scene():
+    from PIL import Image
+
+    from vgrpo.bench.gpu_engine import IMAGE_SIDE, MODEL_3B, RandomInitAdapter
+
+    # on the meta device: no memory, no initialisation time
+    model, processor = RandomInitAdapter("meta").load(MODEL_3B, dtype=torch.bfloat16)
+    params = sum(p.numel() for p in model.parameters())
+    # Qwen2.5-VL-3B-Instruct's published size: 3.75 B parameters (lm_head tied to the embeddings)
+    assert abs(params - 3.75e9) / 3.75e9 < 0.005
+    assert model.lm_head.weight.shape == (151_936, 2048) and model.dtype == torch.bfloat16
+    # a random model samples ids past the byte-level tokenizer's 272: they decode to nothing, not an error
+    assert processor.tokenizer.decode([151_000]) == ""
+    scene = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE))
+    inputs = processor(
+        text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[scene], return_tensors="pt"
+    )
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 256

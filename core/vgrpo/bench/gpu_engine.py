@@ -339,6 +339,13 @@ def run(ctx: SectionContext) -> None:
             except torch.OutOfMemoryError as exc:
                 row = {"variant": name, "status": f"out of memory: {str(exc).splitlines()[0]}"}
                 del exc
+            except Exception as exc:  # reported; the next variant still runs
+                log.exception("engine: %s failed", name)
+                row = {
+                    "variant": name,
+                    "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                }
+                del exc
             gc.collect()
             if ctx.device == "cuda":
                 torch.cuda.empty_cache()
@@ -359,7 +366,8 @@ def run(ctx: SectionContext) -> None:
 def _finite_check(name: str, row: dict[str, Any], first: bool) -> Check:
     """Loss and gradient norm finite, the norm > 0; an out-of-memory variant fails only if it is the first."""
     if "finite" not in row:
-        return Check(f"{name}: ran", False if first else None, row.get("status", "did not run"))
+        oom = row.get("status", "").startswith("out of memory")
+        return Check(f"{name}: ran", None if oom and not first else False, row.get("status", "did not run"))
     norms = row["grad_norm"]
     ok = row["finite"] and all(math.isfinite(g) and g > 0 for g in norms)
     return Check(f"{name}: loss and grad norm finite", bool(ok), f"loss {row['loss']}, grad norm {norms}")

@@ -296,7 +296,7 @@ def run(ctx: SectionContext) -> None:
             if (hidden, tokens) not in rates:
                 rates[hidden, tokens] = matmul_rate(tokens, hidden, vocab, device, reps)
             rate = rates[hidden, tokens]
-            x = make_inputs(tokens, hidden, vocab, seq_len, device, dtype)
+            x = make_inputs(tokens, hidden, vocab, seq_len, device, dtype, on_device=True)
             ref = reference(x, max(1, (2**31 // (vocab * 4)) // seq_len))
             rows = []
             for impl in impls:
@@ -313,6 +313,13 @@ def run(ctx: SectionContext) -> None:
                         row["status"] = "ok"
                     except torch.OutOfMemoryError:
                         row["status"] = "out of memory"
+                    except Exception as exc:  # one implementation failing must not hide the others
+                        log.exception("kernels: %s %s failed", impl, label)
+                        row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                        ours = impl.startswith(("torch-", "triton-"))
+                        ctx.result.checks.append(
+                            Check(f"{impl} {label} runs", False if ours else None, row["status"])
+                        )
                     _free(device)
                 rows.append(row)
                 ctx.result.rows.append(row)
