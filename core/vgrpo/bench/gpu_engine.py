@@ -272,20 +272,20 @@ def measure_variant(ctx: SectionContext, name: str, config: Any, sizes: dict[str
             sync()
             t0 = time.perf_counter()
             generation = trainer._generate(trainer._draw_prompts(sizes["prompts"]))
-            rewards = torch.randn(
-                rows, generator=gen
-            )  # a random model scores 0 everywhere: see the docstring
+            # a random model scores 0 everywhere: rewards drawn instead (see the module docstring)
+            rewards = torch.randn(rows, generator=gen)
             generation = dataclasses.replace(generation, rewards=rewards, all_rewards=rewards)
             sync()
             t1 = time.perf_counter()
             (batch,) = trainer._micro_batches([generation])
             sync()
             t2 = time.perf_counter()
+            optimizer_steps = len(optimizer_s)  # a non-finite loss skips the optimizer
             result = policy.step([batch], float(batch.mask.sum()))
             sync()
             t3 = time.perf_counter()
             trainer.step += 1
-            opt = optimizer_s[-1] if optimizer_s else 0.0
+            opt = optimizer_s[-1] if len(optimizer_s) > optimizer_steps else 0.0
             steps.append(
                 {
                     "generate": t1 - t0,
