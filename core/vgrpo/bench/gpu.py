@@ -148,11 +148,14 @@ def environment(tiny: bool) -> dict[str, Any]:
         "vgrpo": _version("vgrpo"),
     }
     if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        env["device"] = (
-            f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
-        )
-        env["driver"] = _driver_version()
+        smi = _nvidia_smi("name,memory.total,driver_version")  # keeps this process without a CUDA context
+        if smi:
+            name, memory, env["driver"] = smi
+            env["device"] = f"{name}, {memory}"
+        else:
+            props = torch.cuda.get_device_properties(0)
+            env["device"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+            env["driver"] = "unknown (no nvidia-smi)"
     else:
         env["device"] = f"CPU only ({platform.processor() or platform.machine()})"
         env["driver"] = "none"
@@ -162,17 +165,19 @@ def environment(tiny: bool) -> dict[str, Any]:
     return env
 
 
-def _driver_version() -> str:
+def _nvidia_smi(fields: str) -> list[str] | None:
+    """The first GPU's ``fields`` from ``nvidia-smi``, or None where it cannot be run."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=20,
         )
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown (no nvidia-smi)"
+        return None
+    lines = out.stdout.strip().splitlines()
+    return [v.strip() for v in lines[0].split(",")] if out.returncode == 0 and lines else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
