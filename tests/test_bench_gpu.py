@@ -19,17 +19,19 @@ from vgrpo.bench.gpu_kernels import TINY_SIZES
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of the harness")
 
 
-@pytest.fixture(scope="module")
-def tiny_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-report")
+def test_tiny_run_measures_every_section_and_passes(tmp_path):
+    """One test, one run (about a minute and a half on 2 cores): pytest-xdist would repeat a shared fixture."""
+    out = tmp_path / "gpu-report"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     cmd = [sys.executable, "-m", "vgrpo.bench", "gpu", "--tiny", "--out", str(out), "--budget-s", "300"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    return proc, out
+    check_report(proc, out)
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    check_kernels(doc["sections"][0])
+    check_engine(doc["sections"][1])
 
 
-def test_tiny_run_passes_and_prints_the_markdown_report(tiny_report):
-    proc, out = tiny_report
+def check_report(proc, out):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "report.md").read_text(encoding="utf-8").strip() == proc.stdout.strip()
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -41,9 +43,7 @@ def test_tiny_run_passes_and_prints_the_markdown_report(tiny_report):
     assert "# vgrpo GPU acceptance report (tiny)" in proc.stdout and "## kernels: ok" in proc.stdout
 
 
-def test_tiny_kernel_section_measures_every_implementation(tiny_report):
-    _, out = tiny_report
-    kernels = json.loads((out / "report.json").read_text(encoding="utf-8"))["sections"][0]
+def check_kernels(kernels):
     rows = [r for r in kernels["rows"] if r["status"] == "ok"]
     impls = {r["impl"] for r in rows}
     assert {"naive", "torch-logprobs", "triton-logprobs", "torch-fused", "triton-fused"} <= impls
@@ -67,9 +67,7 @@ def test_tiny_kernel_section_measures_every_implementation(tiny_report):
     assert targets and all(c["passed"] is None for c in targets)  # speed targets are not judged at tiny size
 
 
-def test_tiny_engine_section_times_each_phase(tiny_report):
-    _, out = tiny_report
-    engine = json.loads((out / "report.json").read_text(encoding="utf-8"))["sections"][1]
+def check_engine(engine):
     rows = {r["variant"]: r for r in engine["rows"]}
     assert [name for name, _ in VARIANTS] == list(rows)[: len(VARIANTS)]
     for r in rows.values():
