@@ -10,7 +10,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vgrpo.bench", description="vgrpo benchmarks")
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    from vgrpo.bench import logprobs, rewards, rollout, step
+    from vgrpo.bench import gpu, logprobs, rewards, rollout, step
 
     rewards.add_arguments(
         sub.add_parser("rewards", help="completions scored per second, per task, on one core")
@@ -24,6 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollout.add_arguments(
         sub.add_parser(
             "rollout", help="rollout tokens/s and whole-step time on each generation backend (hf, vllm)"
+        )
+    )
+    gpu.add_arguments(
+        sub.add_parser(
+            "gpu", help="the GPU acceptance report: kernels and a real-size GRPO step (--tiny: on CPU)"
         )
     )
     args = parser.parse_args(argv)

@@ -111,26 +111,35 @@ class PeakMemory:
 
 
 def make_inputs(
-    tokens: int, hidden: int, vocab: int, seq_len: int, device: str, dtype: str, seed: int = 0
+    tokens: int,
+    hidden: int,
+    vocab: int,
+    seq_len: int,
+    device: str,
+    dtype: str,
+    seed: int = 0,
+    on_device: bool = False,
 ) -> dict[str, Any]:
-    """Hidden states, weight, completion ids, advantages, old/ref log-probs; allocated without temporaries."""
+    """Hidden states, weight, completion ids, advantages, old/ref log-probs; allocated without temporaries.
+    ``on_device``: drawn by a generator on ``device`` (fast at GPU sizes; other numbers than the CPU stream)."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    where = device if on_device else "cpu"
+    gen = torch.Generator(device=where).manual_seed(seed)
     dt = getattr(torch, dtype)
     b = max(1, tokens // seq_len)
     t = tokens // b
-    h = torch.empty(b, t, hidden, dtype=dt)
+    h = torch.empty(b, t, hidden, dtype=dt, device=where)
     h.normal_(generator=gen)
-    w = torch.empty(vocab, hidden, dtype=dt)
+    w = torch.empty(vocab, hidden, dtype=dt, device=where)
     w.normal_(generator=gen).mul_(hidden**-0.5)
-    ids = torch.randint(0, vocab, (b, t), generator=gen)
+    ids = torch.randint(0, vocab, (b, t), generator=gen, device=where)
     # old/ref log-probs near the true ones (about -log V), so ratios straddle the clip range
-    base = torch.full((b, t), -float(torch.log(torch.tensor(float(vocab)))))
-    old = base + 0.3 * torch.randn(b, t, generator=gen)
-    ref = base + 0.2 * torch.randn(b, t, generator=gen)
-    adv = torch.randn(b, generator=gen)
-    mask = torch.ones(b, t)
+    base = torch.full((b, t), -float(torch.log(torch.tensor(float(vocab)))), device=where)
+    old = base + 0.3 * torch.randn(b, t, generator=gen, device=where)
+    ref = base + 0.2 * torch.randn(b, t, generator=gen, device=where)
+    adv = torch.randn(b, generator=gen, device=where)
+    mask = torch.ones(b, t, device=where)
     out = dict(hidden=h, weight=w, ids=ids, old=old, ref=ref, adv=adv, mask=mask)
     out = {k: v.to(device) for k, v in out.items()}
     out["hidden"].requires_grad_(True)
