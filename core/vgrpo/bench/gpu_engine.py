@@ -181,9 +181,13 @@ def optional_variants() -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     from vgrpo.config import GenerationConfig, ModelConfig
 
     variants, notes = [], []
-    if "shared_prefix" in ModelConfig.model_fields:
-        on = {"logprobs": "fused", "gradient_checkpointing": True, "shared_prefix": True}
-        variants.append((f"fused, {CKPT}, shared prefix", {"model": on}))
+    if "shared_prefix" in ModelConfig.model_fields:  # auto: shared without checkpointing, repeated with it
+        off = {"logprobs": "fused", "gradient_checkpointing": False, "shared_prefix": "off"}
+        variants.append(("fused, no checkpointing, prompts repeated", {"model": off}))
+        notes.append(
+            "shared-prefix vs repeated: 'fused, no checkpointing' shares each prompt among its G completions "
+            "(model.shared_prefix auto), 'prompts repeated' does not; with checkpointing the prompts repeat"
+        )
     else:
         notes.append("shared-prefix vs repeated: not available in this build (no model.shared_prefix)")
     if "backend" not in GenerationConfig.model_fields:
