@@ -9,7 +9,9 @@ from vgrpo.distributed import Distributed
 
 def test_a_run_after_a_bf16_accelerator_in_the_same_process_computes_in_float32():
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state()  # a state left by this session's earlier tests would refuse bf16 here
     earlier = Accelerator(cpu=True, mixed_precision="bf16")  # e.g. a transformers Trainer with bf16=True
     assert earlier.mixed_precision == "bf16"
     dist = Distributed()

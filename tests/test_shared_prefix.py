@@ -50,7 +50,9 @@ def _rollouts(processor: Any, adapter: ModelAdapter) -> tuple[Rollout, Rollout]:
     mask = (torch.arange(T)[None] < torch.tensor(LENGTHS)[:, None]).float()
     truncated = torch.zeros(n, dtype=torch.bool)
     plain = Rollout(dict(repeated), ids, mask, truncated, [""] * n)
-    shared = Rollout(dict(repeated), ids, mask, truncated, [""] * n, PromptGroups(dict(unique), list(COUNTS)))
+    shared = Rollout(
+        dict(repeated), ids, mask, truncated, [""] * n, groups=PromptGroups(dict(unique), list(COUNTS))
+    )
     return plain, shared
 
 
@@ -134,7 +136,9 @@ def test_a_batch_without_images_shares_its_prompts_too(family):
     ids = torch.randint(0, 256, (4, 3), generator=torch.Generator().manual_seed(3))
     mask = torch.tensor([[1.0, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
     plain = Rollout(dict(repeated), ids, mask, torch.zeros(4, dtype=torch.bool), [""] * 4)
-    shared = Rollout(dict(repeated), ids, mask, plain.truncated, [""] * 4, PromptGroups(dict(unique), counts))
+    shared = Rollout(
+        dict(repeated), ids, mask, plain.truncated, [""] * 4, groups=PromptGroups(dict(unique), counts)
+    )
     with torch.no_grad():
         _close(
             completion_logprobs(model, adapter, shared), completion_logprobs(model, adapter, plain), "logps"
@@ -157,7 +161,9 @@ def test_prompts_sharing_an_image_run_it_through_the_vision_tower_once(family):
     try:
         for groups in (None, PromptGroups(dict(unique), counts)):
             model.zero_grad(set_to_none=True)
-            rollout = Rollout(dict(repeated), ids, mask, torch.zeros(n, dtype=torch.bool), [""] * n, groups)
+            rollout = Rollout(
+                dict(repeated), ids, mask, torch.zeros(n, dtype=torch.bool), [""] * n, groups=groups
+            )
             logps = completion_logprobs(model, adapter, rollout)
             (logps * torch.linspace(-1, 1, n).unsqueeze(1)).sum().backward()
             grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}

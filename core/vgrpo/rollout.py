@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -35,10 +35,10 @@ class Rollout:
     """``[N]`` True when a completion hit ``max_completion_length`` without ending."""
     texts: list[str]
     """Decoded completions (special tokens removed), what the tasks parse."""
-    sampler_logps: torch.Tensor | None = None
+    sampler_logps: torch.Tensor | None = field(default=None, kw_only=True)
     """``[N, T]`` log-probs of the sampled tokens as the generation engine computed them (0 where masked);
     None from the hf backend, whose sampler is the trainer's model."""
-    groups: PromptGroups | None = None
+    groups: PromptGroups | None = field(default=None, kw_only=True)
     """Each prompt once with its group sizes: the log-prob passes share each prompt among its completions
     (``model.shared_prefix``); None runs the repeated rows of ``inputs``."""
 
