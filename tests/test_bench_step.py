@@ -25,6 +25,7 @@ ROW_FIELDS = {
 }
 
 
+@pytest.mark.slow  # 60 s: the three implementations, a step each (`make test-slow`)
 def test_both_implementations_run_and_the_json_has_the_fields(tmp_path):
     cmd = [
         sys.executable,
