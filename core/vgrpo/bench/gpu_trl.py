@@ -171,7 +171,7 @@ def measure(
     )
     model = model.to(ctx.device)
     reference = copy.deepcopy(model).requires_grad_(False)
-    rows = sizes["prompts"] * sizes["G"]
+    completions = sizes["prompts"] * sizes["G"]
     row: dict[str, Any] = {"variant": TRL_ROW, "steps": 0}
 
     class Steps(TrainerCallback):
@@ -198,7 +198,7 @@ def measure(
         def on_log(self, _args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 self.logs.append(dict(logs))
-                update(row, self.times, self.logs, rows, cuda)
+                update(row, self.times, self.logs, completions, cuda)
                 publish(ctx, row, vgrpo_row)
 
     steps = Steps()
@@ -216,17 +216,17 @@ def measure(
     trainer.train()
     if not steps.logs:
         raise RuntimeError(f"GRPOTrainer trained {len(steps.times)} steps and logged none")
-    update(row, steps.times, steps.logs, rows, cuda)
+    update(row, steps.times, steps.logs, completions, cuda)
     publish(ctx, row, vgrpo_row)
 
 
 def update(
-    row: dict[str, Any], times: list[float], logs: list[dict[str, float]], rows: int, cuda: bool
+    row: dict[str, Any], times: list[float], logs: list[dict[str, float]], completions: int, cuda: bool
 ) -> None:
     """The TRL row from the steps so far: the engine's columns for the same figures."""
     n = min(len(times), len(logs))
     timed = list(range(1, n)) or [0]  # the first step warms the allocator and kernels, as in the engine
-    tokens = [rows * float(log.get("completions/mean_length", math.nan)) for log in logs[:n]]
+    tokens = [completions * float(log.get("completions/mean_length", math.nan)) for log in logs[:n]]
     row["steps"] = n
     row["total s"] = statistics.median(times[i] for i in timed)
     row["completion tokens/s"] = statistics.median(tokens[i] / times[i] for i in timed)
