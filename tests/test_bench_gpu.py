@@ -240,6 +240,25 @@ def test_a_trl_failure_is_reported_as_such_with_the_sizes(tmp_path, monkeypatch,
     assert not passed({"sections": [dataclasses.asdict(result)]})
 
 
+@pytest.mark.slow  # a TRL step in this process (10-25 s on 2 shared cores): `make test-slow`
+def test_trl_stops_when_its_time_is_spent_and_reports_the_steps_it_measured(tmp_path):
+    """At its section's limit TRL ends after the step in progress: one step measured, a line says so; without an
+    engine section there is nothing to compare with, and a line says that too."""
+    pytest.importorskip("trl")
+    assert section_main("trl", tmp_path, 0.1, tiny=True) == 0
+    result = SectionResult.load(tmp_path / "trl.json")
+    assert result.status == "ok" and [r["variant"] for r in result.rows] == [gpu_trl.TRL_ROW]
+    (row,) = result.rows
+    assert row["steps"] == 1 and len(row["step times"]) == 1 and row["total s"] > 0
+    assert row["total s"] == pytest.approx(
+        row["step times"][0], abs=1e-3
+    )  # the one step (rounded in the list)
+    assert row["completion tokens"] == 2 * 2 * 8 and row["finite"]
+    assert "TRL stopped after 1 of 3 steps (section time spent)" in result.notes
+    assert any("no vgrpo figures to compare with" in n for n in result.notes)
+    assert [c.passed for c in result.checks] == [True]
+
+
 def test_trl_reference_patch_says_which_trl_lacks_the_hook(monkeypatch):
     pytest.importorskip("trl")
     import trl.trainer.grpo_trainer as grpo
