@@ -3,6 +3,7 @@ reports real numbers; without CUDA and without --tiny it refuses in one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -12,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from vgrpo.bench.gpu import markdown, passed
+from vgrpo.bench import gpu_trl
+from vgrpo.bench.gpu import SectionResult, _importable, _version, markdown, passed, section_main
 from vgrpo.bench.gpu_engine import VARIANTS
 from vgrpo.bench.gpu_kernels import TINY_SIZES
 
@@ -29,6 +31,7 @@ def test_tiny_run_measures_every_section_and_passes(tmp_path):
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     check_kernels(doc["sections"][0])
     check_engine(doc["sections"][1])
+    check_trl(doc["sections"][2], doc["sections"][1], proc.stdout)
 
 
 def check_report(proc, out):
@@ -38,8 +41,10 @@ def check_report(proc, out):
     assert doc["passed"] is True and passed(doc)
     env = doc["environment"]
     assert env["mode"] == "tiny" and env["torch"] == torch.__version__ and env["driver"] == "none"
-    assert [s["name"] for s in doc["sections"]] == ["kernels", "engine"]
-    assert all(s["status"] == "ok" and 0 < s["seconds"] <= s["limit_s"] + 20 for s in doc["sections"])
+    assert [s["name"] for s in doc["sections"]] == ["kernels", "engine", "trl"]
+    trl_status = "ok" if _importable("trl") else "skipped"
+    assert [s["status"] for s in doc["sections"]] == ["ok", "ok", trl_status]
+    assert all(0 < s["seconds"] <= s["limit_s"] + 20 for s in doc["sections"])
     assert "# vgrpo GPU acceptance report (tiny)" in proc.stdout and "## kernels: ok" in proc.stdout
 
 
@@ -85,6 +90,39 @@ def check_engine(engine):
     # the hooks for work on other branches: a variant when this build's config has the key, else a line
     assert any("shared" in n for n in engine["notes"] + list(rows))
     assert any("vLLM" in n for n in engine["notes"] + list(rows))
+    assert any("TRL" in n and "trl section" in n for n in engine["notes"])
+
+
+def check_trl(trl, engine, stdout):
+    """TRL's three steps on the engine's workload, next to the engine's first variant and their ratios."""
+    if trl["status"] == "skipped":  # a build without the dev extra
+        assert trl["notes"] == [gpu_trl.SKIPPED] and not trl["rows"] and gpu_trl.SKIPPED in stdout
+        return
+    assert trl["sizes"]["trl"] == _version("trl") != "missing"
+    assert trl["sizes"]["G"] == 2 and trl["sizes"]["new_tokens"] == 8 and trl["sizes"]["num_iterations"] == 1
+    ours, theirs, ratio = trl["rows"]
+    assert [ours["variant"], theirs["variant"], ratio["variant"]] == [
+        f"vgrpo, {VARIANTS[0][0]}",
+        gpu_trl.TRL_ROW,
+        gpu_trl.RATIO_ROW,
+    ]
+    engine_row = next(r for r in engine["rows"] if r["variant"] == VARIANTS[0][0])
+    assert ours["total s"] == engine_row["total s"] and ours["steps"] == engine_row["steps"] == 3
+    assert theirs["steps"] == 3 and theirs["completion tokens"] == 2 * 2 * 8  # fixed-length, as vgrpo's
+    assert len(theirs["step times"]) == 3 and all(t > 0 for t in theirs["step times"])
+    assert theirs["total s"] > 0 and theirs["completion tokens/s"] > 0 and theirs["setup_s"] > 0
+    assert theirs["finite"] and all(math.isfinite(x) for x in theirs["loss"] + theirs["grad_norm"])
+    assert all(g > 0 for g in theirs["grad_norm"])  # drawn rewards: real advantages, a real gradient
+    assert ours["peak MiB"] == theirs["peak MiB"] == ratio["peak MiB"] == "n/a"  # no CUDA here
+    assert ratio["total s"] == pytest.approx(ours["total s"] / theirs["total s"])
+    assert ratio["completion tokens/s"] == pytest.approx(
+        ours["completion tokens/s"] / theirs["completion tokens/s"]
+    )
+    checks = {c["name"]: c for c in trl["checks"]}
+    assert checks[f"{gpu_trl.TRL_ROW}: loss and grad norm finite"]["passed"] is True
+    assert checks["vgrpo vs TRL"]["passed"] is None and "n/a (no CUDA)" in checks["vgrpo vs TRL"]["value"]
+    assert f"({ratio['total s']:.2f}x)" in checks["vgrpo vs TRL"]["value"]
+    assert "## trl: ok" in stdout and f"| {gpu_trl.RATIO_ROW} |" in stdout
 
 
 def test_a_failed_check_fails_the_report():
@@ -152,3 +190,93 @@ def test_the_engine_model_has_qwen25_vl_3b_architecture_and_sees_256_visual_toke
         text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[scene], return_tensors="pt"
     )
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 256
+
+
+def _trl_section_in_process(tmp_path):
+    """The trl section's code in this process at tiny size (what its own process runs), and its result."""
+    assert section_main("trl", tmp_path, 120.0, tiny=True) == 0
+    return SectionResult.load(tmp_path / "trl.json")
+
+
+def test_without_trl_the_section_is_skipped_with_a_line_and_the_report_still_passes(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_trl, "_importable", lambda name: name != "trl")
+    result = _trl_section_in_process(tmp_path)
+    assert result.status == "skipped" and result.notes == [gpu_trl.SKIPPED] and not result.rows
+    doc = {"sections": [dataclasses.asdict(result)]}
+    assert passed(doc)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "says"),
+    [
+        (
+            TypeError("GRPOConfig.__init__() got an unexpected keyword argument 'use_cpu'"),
+            "error",
+            "TypeError",
+        ),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "out of memory",
+            "2.00 GiB",
+        ),
+    ],
+)
+def test_a_trl_failure_is_reported_as_such_with_the_sizes(tmp_path, monkeypatch, exc, status, says):
+    """A version mismatch or an out-of-memory inside TRL ends the section with its status, sizes and version."""
+    pytest.importorskip("trl")
+    import vgrpo.bench.step as step
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(step, "trl_grpo_trainer", broken)
+    result = _trl_section_in_process(tmp_path)
+    assert result.status == status and says in result.error
+    assert result.sizes["G"] == 2 and result.sizes["trl"] == _version("trl")
+    if status == "error":
+        assert f"TRL {_version('trl')} GRPOTrainer failed" in result.error
+    else:
+        assert "'G': 2" in result.error  # the sizes, in the message itself
+    assert not passed({"sections": [dataclasses.asdict(result)]})
+
+
+@pytest.mark.slow  # a TRL step in this process (10-25 s on 2 shared cores): `make test-slow`
+def test_trl_stops_when_its_time_is_spent_and_reports_the_steps_it_measured(tmp_path):
+    """At its section's limit TRL ends after the step in progress: one step measured, a line says so; without an
+    engine section there is nothing to compare with, and a line says that too."""
+    pytest.importorskip("trl")
+    assert section_main("trl", tmp_path, 0.1, tiny=True) == 0
+    result = SectionResult.load(tmp_path / "trl.json")
+    assert result.status == "ok" and [r["variant"] for r in result.rows] == [gpu_trl.TRL_ROW]
+    (row,) = result.rows
+    assert row["steps"] == 1 and len(row["step times"]) == 1 and row["total s"] > 0
+    assert row["total s"] == pytest.approx(
+        row["step times"][0], abs=1e-3
+    )  # the one step (rounded in the list)
+    assert row["completion tokens"] == 2 * 2 * 8 and row["finite"]
+    assert "TRL stopped after 1 of 3 steps (section time spent)" in result.notes
+    assert any("no vgrpo figures to compare with" in n for n in result.notes)
+    assert [c.passed for c in result.checks] == [True]
+
+
+def test_trl_reference_patch_says_which_trl_lacks_the_hook(monkeypatch):
+    pytest.importorskip("trl")
+    import trl.trainer.grpo_trainer as grpo
+
+    original = grpo.create_model_from_path
+    with gpu_trl.reference_from("the copy"):
+        assert grpo.create_model_from_path("any/path", dtype=torch.bfloat16) == "the copy"
+    assert grpo.create_model_from_path is original
+    monkeypatch.delattr(grpo, "create_model_from_path")
+    with pytest.raises(RuntimeError, match=r"TRL .*no create_model_from_path"), gpu_trl.reference_from(None):
+        pass
+
+
+def test_ratios_are_vgrpo_over_trl_and_memory_is_na_without_cuda_figures():
+    ours = {"total s": 3.0, "completion tokens/s": 400.0, "peak MiB": 30_000.0}
+    theirs = {"total s": 6.0, "completion tokens/s": 200.0, "peak MiB": 40_000.0}
+    r = gpu_trl.ratios(ours, theirs)
+    assert r == {"variant": gpu_trl.RATIO_ROW, "total s": 0.5, "completion tokens/s": 2.0, "peak MiB": 0.75}
+    assert gpu_trl.compare(ours, theirs, r).endswith("peak 30,000 vs 40,000 MiB (0.75x)")
+    r = gpu_trl.ratios({**ours, "peak MiB": "n/a"}, {**theirs, "peak MiB": "n/a"})
+    assert r["peak MiB"] == "n/a" and "n/a (no CUDA)" in gpu_trl.compare(ours, theirs, r)

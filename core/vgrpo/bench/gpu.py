@@ -8,6 +8,9 @@ Sections run in order of value, each in its own process with its own time limit 
 2. ``engine`` (:mod:`vgrpo.bench.gpu_engine`): GRPO optimizer steps of a random-weight Qwen2.5-VL-3B built in
    code, with the time of each phase, completion tokens/s, peak memory, fused vs naive log-probs, gradient
    checkpointing on and off.
+3. ``trl`` (:mod:`vgrpo.bench.gpu_trl`): TRL's GRPOTrainer on the engine's model and data, side by side with the
+   engine's first variant (seconds per step, completion tokens/s, peak memory and their ratios); skipped with a
+   line when TRL is not installed.
 
 A section's process writes its result file after every measurement, so a section killed at its time limit still
 reports what it measured, marked ``timeout`` with its sizes; one that runs out of memory is reported as such and
@@ -35,7 +38,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: Sections in order of value, with their share of the budget.
-SECTIONS = {"kernels": 0.45, "engine": 0.55}
+SECTIONS = {"kernels": 0.4, "engine": 0.45, "trl": 0.15}
 #: Optional libraries the report looks for (import name, what it is for).
 OPTIONAL = {
     "liger_kernel": "Liger-Kernel (kernel comparison)",
@@ -239,16 +242,17 @@ def section_main(name: str, out: Path, limit_s: float, tiny: bool) -> int:
     """In a section's own process: run it, saving progress; an out-of-memory or error ends it, reported."""
     import torch
 
-    from vgrpo.bench import gpu_engine, gpu_kernels
+    from vgrpo.bench import gpu_engine, gpu_kernels, gpu_trl
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx = SectionContext(
         tiny, device, time.monotonic() + limit_s, SectionResult(name, limit_s=limit_s), out / f"{name}.json"
     )
-    run = {"kernels": gpu_kernels.run, "engine": gpu_engine.run}[name]
+    run = {"kernels": gpu_kernels.run, "engine": gpu_engine.run, "trl": gpu_trl.run}[name]
     try:
         run(ctx)
-        ctx.result.status = "ok"
+        if ctx.result.status == "running":  # a section may have said "skipped"
+            ctx.result.status = "ok"
     except torch.OutOfMemoryError as exc:
         ctx.result.status = "out of memory"
         ctx.result.error = f"{str(exc).splitlines()[0]} at sizes {ctx.result.sizes}"

@@ -198,9 +198,7 @@ def optional_variants() -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
         variants.append(
             (f"fused, {CKPT}, vLLM generation", {**VARIANTS[0][1], "generation": {"backend": "vllm"}})
         )
-    notes.append(
-        "TRL GRPOTrainer side by side: not run by this section yet (see python -m vgrpo.bench step on CPU)"
-    )
+    notes.append("TRL GRPOTrainer side by side: in the trl section (its own process, after this one)")
     return variants, notes
 
 

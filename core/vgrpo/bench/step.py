@@ -290,18 +290,47 @@ def trl_trainer(
     """TRL's GRPOTrainer on the saved tiny model, set up as the benchmark runs it (settings from ``args``, the
     benchmark's arguments; ``warmup + steps`` optimizer steps); the TRL interop test builds on it too."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    processor = AutoProcessor.from_pretrained(model_dir, **_pixels(args))  # what a TRL user writes
+    return trl_grpo_trainer(
+        args,
+        model,
+        processor,
+        output_dir,
+        reward_funcs,
+        train_dataset,
+        reward_weights=reward_weights,
+        callbacks=callbacks,
+    )
+
+
+def trl_grpo_trainer(
+    args: argparse.Namespace,
+    model: Any,
+    processor: Any,
+    output_dir: Path,
+    reward_funcs: list[Any],
+    train_dataset: Any,
+    *,
+    reward_weights: list[float] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """TRL's GRPOTrainer on ``model`` (any device and dtype: bf16 mixed precision for a bf16 model, the CPU for a
+    model there) with vgrpo's frozen vision tower and suppressed visual placeholders, settings from ``args`` (the
+    benchmark's arguments; ``warmup + steps`` optimizer steps); ``python -m vgrpo.bench gpu`` builds on it too."""
+    import torch
+    from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from vgrpo.models.adapters import ModelAdapter
     from vgrpo.rollout import visual_token_ids
 
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation="sdpa"
-    )
     for _, param in ModelAdapter().vision_parameters(model):  # vgrpo's freeze_vision rule
         param.requires_grad_(False)
-    processor = AutoProcessor.from_pretrained(model_dir, **_pixels(args))  # what a TRL user writes
     processor.tokenizer.padding_side = (
         "left"  # as TRL sets when it loads the processor itself (prompts left-padded)
     )
@@ -318,10 +347,10 @@ def trl_trainer(
         lr_scheduler_type="constant",
         loss_type=args.loss_type,
         beta=args.beta,
-        bf16=False,
+        bf16=model.dtype == torch.bfloat16,
         fp16=False,
         gradient_checkpointing=args.gradient_checkpointing,
-        use_cpu=True,
+        use_cpu=model.device.type == "cpu",
         use_vllm=False,
         gradient_accumulation_steps=1,
         max_steps=args.warmup + args.steps,
