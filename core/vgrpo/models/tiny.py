@@ -93,6 +93,19 @@ def build_processor() -> Any:
     return _processor_class()(image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
 
+#: The tiny vision tower shared by the Qwen2.5-VL and Qwen3-VL builds (Qwen2-VL's names its sizes differently).
+VISION = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
+
+
 def build_config(tokenizer: Any) -> Any:
     from transformers import Qwen2_5_VLConfig
 
@@ -112,18 +125,7 @@ def build_config(tokenizer: Any) -> Any:
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
-        },
+        vision_config={**VISION, "window_size": 56, "fullatt_block_indexes": [1]},
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -155,16 +157,10 @@ def build_qwen2_vl_config(tokenizer: Any) -> Any:
         },
         **{
             k: base[k]
-            for k in (
-                "image_token_id",
-                "video_token_id",
-                "vision_start_token_id",
-                "vision_end_token_id",
-                "bos_token_id",
-                "eos_token_id",
-                "pad_token_id",
-            )
+            for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
         },
+        # transformers before 5.24 keeps these in the text config only
+        **{k: base.get(k, base["text_config"][k]) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
     )
 
 
@@ -183,18 +179,7 @@ def build_qwen3_vl_config(tokenizer: Any) -> Any:
     )
     return Qwen3VLConfig(
         text_config=text,
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "num_position_embeddings": 64,
-            "deepstack_visual_indexes": [0],
-        },
+        vision_config={**VISION, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
         **{
             k: base[k]
             for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
