@@ -1,4 +1,5 @@
-"""The checkpoint layout: finding the latest, resume paths, and LoRA adapters in the new and the old folder."""
+"""The checkpoint layout: finding the latest, resume paths, LoRA adapters in the new and the old folder, and which
+config changes each recipe refuses on a resume."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import pytest
 import torch
 
 from vgrpo.checkpoint import (
+    EXACTNESS_KEYS,
     LORA_DIR,
+    MODEL_EXACTNESS_KEYS,
     OLD_LORA_DIR,
+    config_changes,
     latest_checkpoint,
     load_lora,
     lora_dir,
@@ -15,6 +19,7 @@ from vgrpo.checkpoint import (
     resume_path,
 )
 from vgrpo.errors import CheckpointError
+from vgrpo.sft import SFT_EXACTNESS_KEYS
 
 
 def test_latest_checkpoint_is_the_highest_step_not_the_newest_name(tmp_path):
@@ -69,3 +74,16 @@ def test_merged_lora_weights_are_w_plus_scaled_b_a():
     merged = merged_lora_state_dict(state, scaling=2.0)
     assert set(merged) == {"l.weight", "l.bias"}
     torch.testing.assert_close(merged["l.weight"], w + 2.0 * b @ a)
+
+
+def test_both_recipes_refuse_a_changed_model_and_only_grpo_a_flipped_shared_prefix():
+    """The model/data keys are one tuple both recipes start from; ``model.shared_prefix`` changes GRPO's sums
+    (equal to the repeated path to ~1e-5, not bit for bit), and SFT never shares a prefix."""
+    assert EXACTNESS_KEYS[: len(MODEL_EXACTNESS_KEYS)] == MODEL_EXACTNESS_KEYS
+    assert SFT_EXACTNESS_KEYS[: len(MODEL_EXACTNESS_KEYS)] == MODEL_EXACTNESS_KEYS
+    saved = {"seed": 0, "model": {"dtype": "float32", "shared_prefix": "auto"}}
+    now = {"seed": 0, "model": {"dtype": "bfloat16", "shared_prefix": "off"}}
+    grpo = {c.key: c.breaks_exactness for c in config_changes(saved, now, EXACTNESS_KEYS)}
+    sft = {c.key: c.breaks_exactness for c in config_changes(saved, now, SFT_EXACTNESS_KEYS)}
+    assert grpo == {"model.dtype": True, "model.shared_prefix": True}
+    assert sft == {"model.dtype": True, "model.shared_prefix": False}

@@ -203,6 +203,8 @@ def test_a_resume_refuses_config_changes_that_break_exactness_and_applies_the_ot
     run = _copy(two_steps, tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"grpo.num_generations: 2 → 4.*allow_config_change=true"):
         Trainer(_config(data, run, "optim.max_steps=3", "grpo.num_generations=4")).train()
+    with pytest.raises(CheckpointError, match=r"model.shared_prefix: 'auto' → 'off'"):  # not bit-exact
+        Trainer(_config(data, run, "optim.max_steps=3", "model.shared_prefix=off")).train()
     with pytest.raises(CheckpointError, match=r"tasks\[0\].task"):  # the task order
         reordered = dict(reversed(list(data.items())))
         Trainer(_config(reordered, run, "optim.max_steps=3")).train()

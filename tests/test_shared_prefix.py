@@ -5,6 +5,7 @@ The repeated path (one forward pass over each repeated prompt + completion) is t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from vgrpo.config import GenerationConfig, GrpoConfig, ModelConfig
 from vgrpo.errors import ParamsError
 from vgrpo.loss import policy_loss
 from vgrpo.models.adapters import ModelAdapter, Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
-from vgrpo.models.shared_prefix import use_shared_prefix
+from vgrpo.models.shared_prefix import backbone, use_shared_prefix
 from vgrpo.models.tiny import build_tiny
 from vgrpo.prompts import PromptGroups
 from vgrpo.rollout import Rollout, completion_hidden, completion_logprobs, eos_token_ids, sample
@@ -79,6 +80,34 @@ def test_hidden_states_equal_the_repeated_path(family):
     keep = plain.completion_mask.bool()
     assert actual.shape == expected.shape
     _close(actual[keep], expected[keep], "hidden states")
+
+
+def test_the_shared_path_takes_compute_3d_position_ids_with_past_key_values_as_before_transformers_5_24(
+    family, monkeypatch
+):
+    """Before 5.24 the cache argument of ``compute_3d_position_ids`` is a required ``past_key_values``."""
+    model, processor, adapter = family
+    _, shared = _rollouts(processor, adapter)
+    base = backbone(model)
+    current = base.compute_3d_position_ids
+    params = [p for p in inspect.signature(current).parameters.values() if p.name != "cache"]
+    old = inspect.Signature([*params, inspect.Parameter("past_key_values", inspect.Parameter.KEYWORD_ONLY)])
+    calls = []
+
+    def before_5_24(*args, **kwargs):
+        if "cache" in kwargs:  # the model's own forward, which has the current signature
+            return current(*args, **kwargs)
+        old.bind(*args, **kwargs)  # a TypeError, as there, without past_key_values or with cache
+        calls.append(kwargs)
+        return current(*args, cache=kwargs.pop("past_key_values"), **kwargs)
+
+    before_5_24.__signature__ = old
+    with torch.no_grad():
+        expected, _ = completion_hidden(model, adapter, shared)
+        monkeypatch.setattr(base, "compute_3d_position_ids", before_5_24)
+        actual, _ = completion_hidden(model, adapter, shared)
+    assert calls, "the shared path computes its positions itself"
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("impl", ["fused", "naive"])

@@ -32,7 +32,7 @@ def tiny():
 
 def _new_tokens(model, inputs, **kw) -> torch.Tensor:
     with torch.no_grad():
-        out = model.generate(**inputs, pad_token_id=model.config.pad_token_id, **kw)
+        out = model.generate(**inputs, pad_token_id=model.generation_config.pad_token_id, **kw)
     return out[:, inputs["input_ids"].shape[1] :]
 
 

@@ -92,10 +92,10 @@ def resume_path(output_dir: Path, resume: str) -> Path | None:
     return path
 
 
-#: Config keys (dotted prefixes) whose change breaks an exact resume: refused unless
-#: ``checkpoint.allow_config_change=true``. Every other change is applied and announced (``optim.lr``: the
-#: schedule continues from the new rate; ``optim.max_steps``, ``logging``, ``eval``, ``checkpoint``, ...).
-EXACTNESS_KEYS = (
+#: The config keys (dotted prefixes) whose change breaks an exact resume of any recipe: the seed, the model as
+#: loaded and trained, and the task mixture. Each recipe adds its own (:data:`EXACTNESS_KEYS`, GRPO's;
+#: ``vgrpo.sft.SFT_EXACTNESS_KEYS``).
+MODEL_EXACTNESS_KEYS = (
     "seed",
     "model.name_or_path",
     "model.adapter",
@@ -105,6 +105,13 @@ EXACTNESS_KEYS = (
     "model.min_pixels",
     "model.max_pixels",
     "tasks",
+)
+#: Config keys (dotted prefixes) whose change breaks an exact resume of the GRPO recipe: refused unless
+#: ``checkpoint.allow_config_change=true``. Every other change is applied and announced (``optim.lr``: the
+#: schedule continues from the new rate; ``optim.max_steps``, ``logging``, ``eval``, ``checkpoint``, ...).
+EXACTNESS_KEYS = (
+    *MODEL_EXACTNESS_KEYS,
+    "model.shared_prefix",  # the shared-prefix path sums in another order: equal to ~1e-5, not bit for bit
     "grpo.num_generations",
     "grpo.num_iterations",
     "grpo.scale_rewards",

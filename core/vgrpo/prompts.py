@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,6 @@ from vgrpo.errors import DataError
 from vgrpo.task import Sample, Task, TaskParams
 
 if TYPE_CHECKING:
-    from collections import Counter
-
     import torch
 
     from vgrpo.distributed import Distributed
@@ -112,6 +111,8 @@ def truncate_question(sample: Sample, tokenizer: Any, max_tokens: int | None) ->
 
 #: How many unusable samples a step may skip before the run stops (every image of a task failing, say).
 MAX_REDRAWS = 200
+#: Why :func:`draw_prompts` skips a sample whose images do not open (a ``check`` says its own reason).
+IMAGES_DO_NOT_OPEN = "whose images do not open"
 
 
 def draw_prompts(
@@ -122,48 +123,56 @@ def draw_prompts(
     counters: Counter[str],
     *,
     check: Callable[[Prompt], None] | None = None,
+    check_reason: str = "refused by the prompt check",
 ) -> list[Prompt]:
     """This process's ``n`` prompts of a global batch of ``n × dist.world``, images opened.
 
     Every rank draws the same global batch; each opens the images of its own slots only. A sample whose images
     do not open is skipped and counted (``skipped_samples``, by its rank); its slot is refilled by the next draw of
     the sampler on every rank alike, so all ranks keep the same sampler position. ``check`` may refuse a prompt
-    the same way (a :class:`DataError`: a prompt too long for the generation engine, say).
+    the same way (a :class:`DataError`: a prompt too long for the generation engine, say); ``check_reason`` says
+    why, in the message that stops the run when too many samples in a row are skipped (counted per reason).
     """
     rank, world = dist.rank, dist.world
     slots = [sampler.draw() for _ in range(n * world)]
     mine: dict[int, Prompt] = {}
-    redraws, last_error = 0, ""
+    reasons: Counter[str] = Counter()  # why the samples of this call were skipped, on every rank
+    last_error = ""
     while True:
-        failed = []
+        failed: list[tuple[int, str]] = []
         for j in range(rank * n, (rank + 1) * n):
             if j in mine:
                 continue
             d = slots[j]
             entry = entries[d.task_index]
             s = entry.samples[d.record_index]
+            reason = IMAGES_DO_NOT_OPEN
             try:
                 prompt = Prompt(
                     entry.task, entry.params, s, open_images(s, entry.task.name), entry=d.task_index
                 )
                 if check is not None:
+                    reason = check_reason
                     check(prompt)
                 mine[j] = prompt
-            except DataError as exc:  # an unreadable image costs one sample, not the run
+            except DataError as exc:  # an unusable sample costs one sample, not the run
                 counters["skipped_samples"] += 1
-                log.warning("skipping a sample: %s", exc)
-                failed.append(j)
+                log.warning("skipping a sample (%s): %s", reason, exc)
+                failed.append((j, reason))
                 last_error = str(exc)
-        everywhere = sorted(j for part in dist.gather_objects(failed) for j in part)
+        everywhere = sorted(item for part in dist.gather_objects(failed) for item in part)
         if not everywhere:
             return [mine[j] for j in range(rank * n, (rank + 1) * n)]
-        redraws += len(everywhere)
+        reasons.update(reason for _, reason in everywhere)
+        redraws = sum(reasons.values())
         if redraws > max(MAX_REDRAWS, 10 * n * world):
+            why = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+            hint = ": check the data with `vgrpo data check`" if IMAGES_DO_NOT_OPEN in reasons else ""
             raise DataError(
-                f"{redraws} samples in a row could not be used (their images do not open), e.g. "
-                f"{last_error or 'on another process'}: check the data with `vgrpo data check`"
+                f"{redraws} samples in a row could not be used ({why}), e.g. "
+                f"{last_error or 'on another process'}{hint}"
             )
-        for j in everywhere:
+        for j, _ in everywhere:
             slots[j] = sampler.draw()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vgrpo.checkpoint import MODEL_EXACTNESS_KEYS
 from vgrpo.config import TrainConfig
 from vgrpo.errors import DataError
 from vgrpo.metrics import StepStats
@@ -39,17 +40,11 @@ __all__ = ["SFT_EXACTNESS_KEYS", "SFTTrainer", "record_target", "sft_entries", "
 
 log = logging.getLogger(__name__)
 
-#: Config keys whose change breaks an exact SFT resume (refused unless checkpoint.allow_config_change).
+#: Config keys whose change breaks an exact SFT resume (refused unless checkpoint.allow_config_change): the
+#: model and data keys every recipe shares, and SFT's batch and lengths. SFT has no groups, so
+#: ``model.shared_prefix`` (GRPO's) does not apply.
 SFT_EXACTNESS_KEYS = (
-    "seed",
-    "model.name_or_path",
-    "model.adapter",
-    "model.lora",
-    "model.dtype",
-    "model.freeze_vision",
-    "model.min_pixels",
-    "model.max_pixels",
-    "tasks",
+    *MODEL_EXACTNESS_KEYS,
     "sft.batch",
     "sft.max_length",
     "generation.max_completion_length",

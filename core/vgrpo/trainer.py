@@ -36,6 +36,9 @@ __all__ = ["MAX_NONFINITE_STEPS", "Trainer", "out_of_memory_message"]
 
 log = logging.getLogger(__name__)
 
+#: Why a prompt that leaves the vLLM engine no room for the completion is skipped (:meth:`Trainer._fits_engine`).
+TOO_LONG_FOR_ENGINE = "too long for the vLLM engine (generation.vllm.max_model_len)"
+
 
 def out_of_memory_message(config: TrainConfig, exc: BaseException) -> str:
     """What to lower when a step runs out of memory, with the current values."""
@@ -148,7 +151,15 @@ class Trainer(Recipe):
     def _draw_prompts(self, n: int) -> list[Prompt]:
         assert self.dist is not None and self.sampler is not None
         check = self._fits_engine if self.engine is not None else None
-        return draw_prompts(self.sampler, self.entries, n, self.dist, self.counters, check=check)
+        return draw_prompts(
+            self.sampler,
+            self.entries,
+            n,
+            self.dist,
+            self.counters,
+            check=check,
+            check_reason=TOO_LONG_FOR_ENGINE,
+        )
 
     def _fits_engine(self, prompt: Prompt) -> None:
         """A DataError (the sample is skipped and counted) when the prompt leaves the vLLM engine no room for

@@ -53,6 +53,14 @@ def load_model(
         return adapter.load(source, **kwargs)
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute ``model``'s activations in backward (``model.gradient_checkpointing``): transformers 5.23
+    renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old name warns, and
+    goes in v6); the vLLM CPU build's transformers (< 5.20) has only the old one."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def load_run_models(
     adapter: ModelAdapter,
     mcfg: ModelConfig,
@@ -89,7 +97,7 @@ def load_run_models(
         for _, param in vision:
             param.requires_grad_(False)
     if mcfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+        enable_activation_checkpointing(policy)
     if mcfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 

@@ -178,7 +178,8 @@ def _generation_positions(base: Any, prompts: dict[str, Any]) -> tuple[torch.Ten
         "video_grid_thw": prompts.get("video_grid_thw"),
         "attention_mask": attn,
         "mm_token_type_ids": prompts.get("mm_token_type_ids"),
-        "cache": None,
+        "cache": None,  # transformers >= 5.24; before, past_key_values (the one the signature lacks is dropped)
+        "past_key_values": None,
     }
     params = inspect.signature(base.compute_3d_position_ids).parameters
     base.rope_deltas = None
@@ -209,7 +210,8 @@ def _positions(base: Any, prompts: dict[str, Any], length: int) -> torch.Tensor:
         "mm_token_type_ids": None
         if types is None
         else torch.cat([types, torch.zeros_like(tail, dtype=types.dtype)], 1),
-        "cache": None,
+        "cache": None,  # transformers >= 5.24; before, past_key_values (the one the signature lacks is dropped)
+        "past_key_values": None,
     }
     params = inspect.signature(base.compute_3d_position_ids).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in params}
