@@ -70,7 +70,7 @@ IMPLS = (
 )
 #: Targets judged for these (on a GPU).
 JUDGED = ("triton-fused", "triton-fused-blocked")
-#: --tiny: kernel budget (bytes per H row of the weight-gradient block x 16) and the PyTorch path's weight tile.
+#: --tiny, -blocked rows: vocabulary rows per block (the kernel budget is sized for it) and the PyTorch weight tile.
 TINY_BLOCK_ROWS, TINY_VOCAB_TILE = 60, 64
 #: Tolerances of vgrpo's own implementations: loss and log-prob max abs error; gradient max error / max |ref|.
 TOLERANCE = {"bfloat16": {"abs": 2e-2, "grad": 3e-2}, "float32": {"abs": 1e-3, "grad": 1e-3}}
@@ -326,7 +326,7 @@ def _judge(ctx: SectionContext, rows: list[dict[str, Any]], label: str, dtype: s
                 Check(
                     f"{r['impl']} {label} holds no fp32 [V, H] tensor",
                     r["largest_fp32"] < full,
-                    f"largest fp32 tensor {r['largest_fp32']:,} elements < V·H = {full:,}",
+                    f"largest fp32 tensor {r['largest_fp32']:,} elements; V·H = {full:,}",
                 )
             )
     by = {r["impl"]: r for r in rows if "seconds" in r}
