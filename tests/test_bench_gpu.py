@@ -51,7 +51,11 @@ def check_report(proc, out):
 def check_kernels(kernels):
     rows = [r for r in kernels["rows"] if r["status"] == "ok"]
     impls = {r["impl"] for r in rows}
-    assert {"naive", "torch-logprobs", "triton-logprobs", "torch-fused", "triton-fused"} <= impls
+    ours = {
+        f"{b}-{k}{m}" for b in ("torch", "triton") for k in ("logprobs", "fused") for m in ("", "-blocked")
+    }
+    assert {"naive"} | ours <= impls
+    assert {r["weight_grad"] for r in rows if r["impl"] in ours} == {"buffer", "blocked"}
     assert {(r["dtype"], r["H"], r["N"]) for r in rows} == {
         (d, h, n) for d in ("bfloat16", "float32") for h, n in TINY_SIZES
     }
@@ -63,11 +67,26 @@ def check_kernels(kernels):
         if r["impl"] != "naive" or r["dtype"] == "float32":  # naive bf16 rounds its logits to bf16
             tol = 2e-2 if r["dtype"] == "bfloat16" else 1e-3
             assert r["loss_err"] < tol and r["grad_w_err"] < 3 * tol, r
+    for r in rows:  # the largest fp32 tensor of a step (counted by a dispatch mode off CUDA)
+        full = r["V"] * r["H"]
+        if r["impl"] in ours and r["dtype"] == "bfloat16":
+            assert (r["largest_fp32"] < full) == r["impl"].endswith("-blocked"), r
+        elif r["impl"] in ours:  # an fp32 weight's gradient is itself an fp32 [V, H] tensor
+            assert r["largest_fp32"] >= full, r
+        elif r["impl"] == "naive":
+            assert r["largest_fp32"] >= r["N"] * r["V"], r  # the full logits
     names = [c["name"] for c in kernels["checks"]]
-    assert sum("matches fp32" in n for n in names) == 4 * 2 * len(TINY_SIZES)  # vgrpo impls x dtypes x sizes
+    assert sum("matches fp32" in n for n in names) == 8 * 2 * len(TINY_SIZES)  # vgrpo impls x dtypes x sizes
     assert all(c["passed"] is True for c in kernels["checks"] if "matches fp32" in c["name"])
+    blocked = [c for c in kernels["checks"] if "holds no fp32 [V, H] tensor" in c["name"]]
+    assert len(blocked) == 4 * len(TINY_SIZES) and all(c["passed"] is True for c in blocked)  # bf16 only
+    picks = [n for n in kernels["notes"] if "weight_grad='auto' picks" in n]
+    assert any(n.startswith("bfloat16") and "picks blocked" in n for n in picks)
+    assert any(n.startswith("float32") and "picks buffer" in n for n in picks)
     targets = [
-        c for c in kernels["checks"] if c["name"].startswith("triton-fused") and "matches" not in c["name"]
+        c
+        for c in kernels["checks"]
+        if c["name"].startswith("triton-fused") and not c["name"].endswith(("matches fp32", "[V, H] tensor"))
     ]
     assert targets and all(c["passed"] is None for c in targets)  # speed targets are not judged at tiny size
 

@@ -226,3 +226,86 @@ def test_the_forward_holds_no_logits_and_the_backward_one_chunk():
             h.reshape(4, 12, 8), w, ids, torch.randn(4), torch.ones(4, 12), chunk_size=12, backend="triton"
         ).loss.backward()
     assert fused.largest <= 12 * vocab
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_gradient_by_vocabulary_blocks(dtype, monkeypatch):
+    """weight_grad="blocked": blocks of 40 rows of V = 101 (ragged against the 32-column tiles), entropy, bias."""
+    size = 16
+    monkeypatch.setenv("VGRPO_KERNEL_BUDGET_MB", repr(16 * size * 40 / 2**20))
+    assert chunked.weight_block_rows(101, size, 16 * size * 40) == 34  # 3 balanced blocks
+    gen = torch.Generator().manual_seed(7)
+    n, vocab, temperature = 21, 101, 0.8
+    h = torch.randn(n, size, generator=gen).to(dtype).requires_grad_(True)
+    w = (torch.randn(vocab, size, generator=gen) * 0.4).to(dtype).requires_grad_(True)
+    b = torch.randn(vocab, generator=gen).to(dtype).requires_grad_(True)
+    t = torch.randint(0, vocab, (n,), generator=gen)
+    t[5] = -100
+    g, g_ent = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    grads = {}
+    for mode in ("blocked", "buffer"):
+        logp, ent = token_logprobs(
+            h,
+            w,
+            t,
+            temperature=temperature,
+            bias=b,
+            return_entropy=True,
+            chunk_size=8,
+            weight_grad=mode,
+            backend="triton",
+        )
+        grads[mode] = torch.autograd.grad((logp * g).sum() + (ent * g_ent).sum(), (h, w, b))
+    params = [x.detach().double().requires_grad_(True) for x in (h, w, b)]
+    ref_logp, ref_ent = reference(params[0], params[1], t, temperature, params[2])
+    want = torch.autograd.grad((ref_logp * g).sum() + (ref_ent * g_ent).sum(), params)
+    for name, got, buf, ref in zip(("hidden", "weight", "bias"), grads["blocked"], grads["buffer"], want):
+        assert got.dtype == dtype
+        assert rel_err(got, ref) < REL_TOL[dtype], f"{name}: {rel_err(got, ref):.2e}"
+        scale = float(buf.float().abs().max())
+        rtol = 1e-5 if dtype == torch.float32 else 2**-7
+        torch.testing.assert_close(got.float(), buf.float(), rtol=rtol, atol=1e-6 * scale)
+
+    ids, mask = t.clamp(min=0).reshape(3, 7), torch.ones(3, 7)
+    mask[1, 4:] = 0
+    hid = h.detach().reshape(3, 7, size).requires_grad_(True)
+    adv, old = torch.randn(3, generator=gen), -4.0 + 0.3 * torch.randn(3, 7, generator=gen)
+    kw = dict(old_logps=old, temperature=temperature, bias=b, chunk_size=7, backend="triton")
+    out = fused_grpo_loss(hid, w, ids, adv, mask, weight_grad="blocked", **kw)
+    gh, gw = torch.autograd.grad(out.loss, (hid, w))
+    rh, rw = hid.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    z = (rh @ rw.t() + b.detach().double()) / temperature
+    logps = F.log_softmax(z, -1).gather(-1, ids[..., None]).squeeze(-1)
+    th, tw = torch.autograd.grad(grpo_loss(logps, old.double(), adv.double(), mask).loss, (rh, rw))
+    assert rel_err(gh, th) < REL_TOL[dtype] and rel_err(gw, tw) < REL_TOL[dtype]
+    assert gw.dtype == dtype
+
+
+class _LargestFloat32(_LargestTensor):
+    """Records the largest number of elements of any fp32 tensor an op produces."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for x in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+                self.largest = max(self.largest, x.numel())
+        return out
+
+
+def test_blocked_fused_loss_holds_one_chunk_or_one_block(monkeypatch):
+    """No fp32 [V, H] tensor for a bf16 weight: the largest is one chunk of logits (pass 1) or one block."""
+    gen = torch.Generator().manual_seed(8)
+    size, vocab = 32, 90  # V x H = 2,880 > 12 x V = 1,080 (a chunk) > 30 x H = 960 (a block)
+    h = torch.randn(2, 12, size, generator=gen).to(torch.bfloat16).requires_grad_(True)
+    w = torch.randn(vocab, size, generator=gen).to(torch.bfloat16).requires_grad_(True)
+    ids = torch.randint(0, vocab, (2, 12), generator=gen)
+    monkeypatch.setenv("VGRPO_KERNEL_BUDGET_MB", repr(16 * size * 30 / 2**20))
+    args = (h, w, ids, torch.randn(2), torch.ones(2, 12))
+    with _LargestFloat32() as seen:
+        fused_grpo_loss(*args, chunk_size=12, backend="triton", weight_grad="blocked").loss.backward()
+    assert seen.largest <= 12 * vocab < vocab * size
+    assert w.grad.dtype == torch.bfloat16 and torch.isfinite(w.grad.float()).all()
+    w.grad = None
+    with _LargestFloat32() as buffered:
+        fused_grpo_loss(*args, chunk_size=12, backend="triton", weight_grad="buffer").loss.backward()
+    assert buffered.largest == vocab * size  # the fp32 buffer the blocked path avoids

@@ -10,6 +10,9 @@ Public names:
 
 Dispatch: Triton kernels when the tensors are on CUDA and ``triton`` imports, the chunked PyTorch
 implementation everywhere else. ``backend="torch"|"triton"`` (or ``VGRPO_KERNELS=torch|triton``) forces one.
+The weight's gradient is accumulated in one fp32 ``[V, H]`` buffer or by vocabulary blocks without one:
+``weight_grad="auto"|"buffer"|"blocked"`` (or ``VGRPO_KERNEL_WEIGHT_GRAD``); "auto" blocks a bf16/fp16 weight
+whose fp32 buffer would exceed the chunk budget.
 See docs/kernels.md for the memory model and numerics.
 """
 
@@ -31,6 +34,7 @@ __all__ = ["FusedLossOutput", "fused_grpo_loss", "token_logprobs"]
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "torch", "triton"]
+WeightGrad = Literal["auto", "buffer", "blocked"]
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _INTS = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
 
@@ -74,6 +78,30 @@ def _budget(device: torch.device) -> int:
     if env:
         return int(float(env) * 2**20)
     return chunked.DEFAULT_BUDGET_BYTES.get(device.type, chunked.DEFAULT_BUDGET_BYTES["cuda"])
+
+
+def _weight_grad_mode(weight_grad: str) -> str:
+    """``weight_grad``, or ``VGRPO_KERNEL_WEIGHT_GRAD`` in its place when it is "auto"; both checked."""
+    if weight_grad not in chunked.WEIGHT_GRADS:
+        raise ValueError(f"weight_grad must be 'auto', 'buffer' or 'blocked', got {weight_grad!r}")
+    mode = weight_grad if weight_grad != "auto" else os.environ.get("VGRPO_KERNEL_WEIGHT_GRAD") or "auto"
+    if mode not in chunked.WEIGHT_GRADS:
+        raise ValueError(f"VGRPO_KERNEL_WEIGHT_GRAD must be 'auto', 'buffer' or 'blocked', got {mode!r}")
+    return mode
+
+
+def _weight_blocks(
+    weight: torch.Tensor, mode: str, n: int, buffers: int, chunk_size: int | None, budget: int
+) -> chunked.WeightBlocks | None:
+    """The blocked weight gradient's sizes, or None for one fp32 ``[V, H]`` buffer (see
+    :func:`vgrpo.kernels.chunked.blocked_weight_grad`)."""
+    if not weight.requires_grad or not chunked.blocked_weight_grad(mode, weight, budget):
+        return None
+    vocab, size = weight.shape
+    block = chunked.weight_block_rows(vocab, size, budget)
+    rows = chunk_size or chunked.rows_for_budget(n, block, buffers, budget)
+    log.debug("weight gradient by vocabulary blocks of %d rows, %d tokens per chunk", block, rows)
+    return chunked.WeightBlocks(vocab=block, rows=max(1, rows))
 
 
 def _check_inputs(
@@ -150,6 +178,7 @@ def token_logprobs(
     ignore_index: int = -100,
     chunk_size: int | None = None,
     backend: Backend = "auto",
+    weight_grad: WeightGrad = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token ``log_softmax((hidden @ weight.T + bias) / temperature)[targets]`` in fp32, no ``[N, V]`` logits.
 
@@ -157,9 +186,13 @@ def token_logprobs(
     ``[V, H]``; the result has ``targets``' shape. Positions whose target is ``ignore_index`` get log-prob
     (and entropy) 0 and no gradient. With ``return_entropy`` also returns the entropy of each position's
     distribution (nats, differentiable). ``chunk_size`` overrides the rows per chunk picked from the memory
-    budget (``VGRPO_KERNEL_BUDGET_MB``, default 128 MiB on CPU, 1 GiB on CUDA).
+    budget (``VGRPO_KERNEL_BUDGET_MB``, default 128 MiB on CPU, 1 GiB on CUDA). ``weight_grad`` chooses how the
+    weight's gradient is accumulated: "buffer" (one fp32 ``[V, H]`` buffer), "blocked" (by vocabulary blocks, no
+    such buffer, same cost) or "auto" (``VGRPO_KERNEL_WEIGHT_GRAD`` when set, else blocked for a bf16/fp16 weight
+    whose fp32 buffer exceeds the budget).
     """
     _check_inputs(hidden, weight, targets, bias, temperature)
+    mode = _weight_grad_mode(weight_grad)
     vocab, size = weight.shape
     valid = targets != ignore_index
     _check_range(targets, valid, vocab, ignore_index)
@@ -172,9 +205,13 @@ def token_logprobs(
         flat_h, flat_t = flat_h.index_select(0, idx), flat_t.index_select(0, idx)
     ops = _select_ops(hidden.device, backend)
     buffers = max(ops.work_buffers("forward", return_entropy), ops.work_buffers("backward", return_entropy))
-    rows = chunk_size or chunked.rows_for_budget(flat_h.shape[0], vocab, buffers, _budget(hidden.device))
+    budget = _budget(hidden.device)
+    rows = chunk_size or chunked.rows_for_budget(flat_h.shape[0], vocab, buffers, budget)
+    blocks = _weight_blocks(
+        weight, mode, flat_h.shape[0], ops.work_buffers("backward", return_entropy), chunk_size, budget
+    )
     logp, ent = chunked.TokenLogprobs.apply(
-        flat_h, weight, bias, flat_t, 1.0 / temperature, return_entropy, max(1, rows), ops
+        flat_h, weight, bias, flat_t, 1.0 / temperature, return_entropy, max(1, rows), ops, blocks
     )
     n = targets.numel()
     if idx is not None:
@@ -207,6 +244,7 @@ def fused_grpo_loss(
     token_weights: torch.Tensor | None = None,
     chunk_size: int | None = None,
     backend: Backend = "auto",
+    weight_grad: WeightGrad = "auto",
 ) -> FusedLossOutput:
     """The GRPO loss of completions straight from hidden states, with gradients computed in one chunked pass.
 
@@ -216,9 +254,11 @@ def fused_grpo_loss(
     entirely (their targets are not checked). ``advantages`` ``[B]``; ``old_logps``/``ref_logps`` ``[B, T]``
     (``None`` old = on-policy); ``token_weights`` ``[B, T]`` weight each token's surrogate (not its KL), as in
     :func:`vgrpo.loss.grpo_loss`. The returned loss can be backpropagated once. Gradient accumulation scaling
-    is the caller's.
+    is the caller's. ``weight_grad`` as in :func:`token_logprobs`; "blocked" costs one logits matmul more here
+    (a second pass over vocabulary blocks for the weight's gradient: four matmuls instead of three).
     """
     _check_inputs(hidden, weight, targets, bias, temperature)
+    mode = _weight_grad_mode(weight_grad)
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be [B, T, H] for the GRPO loss, got shape {tuple(hidden.shape)}")
     b, t = targets.shape
@@ -275,7 +315,8 @@ def fused_grpo_loss(
     n = flat_t.numel()
     ops = _select_ops(hidden.device, backend)
     buffers = ops.work_buffers("fused", return_entropy)
-    rows = chunk_size or chunked.rows_for_budget(n, vocab, buffers, _budget(hidden.device))
+    budget = _budget(hidden.device)
+    rows = chunk_size or chunked.rows_for_budget(n, vocab, buffers, budget)
     bounds = objective.chunk_bounds(max(1, rows))
     grad_on = torch.is_grad_enabled()
     need = (
@@ -294,11 +335,16 @@ def fused_grpo_loss(
             return_entropy=return_entropy,
             chunk_size=chunk_size,
             backend=backend,
+            weight_grad=weight_grad,
         )
         logp, ent = res if return_entropy else (res, None)
         loss = objective.chunk_loss(logp, 0, n)
         logp, ent = logp.detach(), None if ent is None else ent.detach()
     else:
+        blocks = None
+        if need[1]:
+            buffers = ops.work_buffers("backward", False)
+            blocks = _weight_blocks(weight, mode, n, buffers, chunk_size, budget)
         loss, logp, ent = chunked.FusedLoss.apply(
             flat_h,
             weight,
@@ -310,6 +356,7 @@ def fused_grpo_loss(
             return_entropy,
             need,
             ops,
+            blocks,
         )
     kl, clip_ratio = objective.stats(logp)
 

@@ -7,8 +7,8 @@
 * ``_grad_logits_kernel`` — recomputes a ``[BM, BN]`` logits tile (or loads the stored one) and writes
   ``dL/d(h @ W.T) = (g * (onehot - p) - g_ent * p * (log p + H)) / T`` for a chunk of rows.
 * ``_matmul_kernel`` — ``C (+)= A @ B`` with fp32 accumulation: ``grad_hidden = G @ W`` and, accumulating into
-  one fp32 ``[V, H]`` buffer, ``grad_weight += G.T @ h`` (each program owns its output tile: no atomics, so the
-  result is deterministic).
+  one fp32 ``[V, H]`` buffer (or, blocked, into an fp32 ``[Vb, H]`` block of vocabulary rows), ``grad_weight += G.T
+  @ h`` (each program owns its output tile: no atomics, so the result is deterministic).
 
 Interpreter note: Triton 3.x's interpreter multiplies the raw uint16 storage of bfloat16 operands in ``tl.dot``
 (``interpreter.py``, ``create_dot`` calls ``np.matmul`` on the bit patterns), so under ``TRITON_INTERPRET=1`` bf16
@@ -457,10 +457,11 @@ class TritonOps:
         grad_h: torch.Tensor | None,
         grad_w: torch.Tensor | None,
         grad_b: torch.Tensor | None,
+        accumulate: bool = False,
     ) -> None:
-        """grad_hidden = G @ W; grad_weight += G.T @ h; grad_bias += G.sum(0) (G already carries the 1/T)."""
+        """grad_hidden (+)= G @ W; grad_weight += G.T @ h; grad_bias += G.sum(0) (G already carries the 1/T)."""
         if grad_h is not None:
-            self._mm(grad_z, weight, grad_h, accumulate=False)
+            self._mm(grad_z, weight, grad_h, accumulate=accumulate)
         if grad_w is not None:
             self._mm(grad_z.t(), h, grad_w, accumulate=True)
         if grad_b is not None:
@@ -506,6 +507,7 @@ class TritonOps:
         grad_w: torch.Tensor | None,
         grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
+        accumulate: bool = False,
     ) -> None:
         """Recompute the chunk's logit tiles into their gradient, then the parameter gradients."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
@@ -524,7 +526,7 @@ class TritonOps:
             None,
             grad_z,
         )
-        self._apply_grad(grad_z, h, weight, bias, grad_h, grad_w, grad_b)
+        self._apply_grad(grad_z, h, weight, bias, grad_h, grad_w, grad_b, accumulate)
 
     def fused(
         self,
@@ -539,7 +541,7 @@ class TritonOps:
         grad_w: torch.Tensor | None,
         grad_b: torch.Tensor | None,
         work: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits stored once per chunk, then turned in place into their gradient: no recomputation."""
         h, weight, targets = h.contiguous(), weight.contiguous(), targets.contiguous()
         bias = None if bias is None else bias.contiguous()
@@ -549,4 +551,4 @@ class TritonOps:
         if g is not None:
             self._grad_logits(h, weight, bias, targets, inv_t, lse, None, g.contiguous(), None, z, z)
             self._apply_grad(z, h, weight, bias, grad_h, grad_w, grad_b)
-        return loss, logp, ent if entropy else None
+        return loss, logp, lse, ent if entropy else None
