@@ -141,7 +141,7 @@ def test_ddp_two_processes_match_one_process(setup, single):
     assert (out / "checkpoint-2" / "model.safetensors").exists()
 
 
-@pytest.mark.slow  # 130 s (`make test-slow`): DDP and ZeRO-3 stay in `make test`
+@pytest.mark.slow  # 130 s: `make test-slow`, which `.ci/run` runs; DDP stays in `make test`
 def test_deepspeed_zero2_two_processes_match_one_process_and_resume_exactly(setup, single):
     out = setup["root"] / "zero2"
     _assert_same_steps(single, _train(setup, out, prompts=2, launcher="zero2.yaml"))
@@ -153,6 +153,7 @@ def test_deepspeed_zero2_two_processes_match_one_process_and_resume_exactly(setu
     assert len(rows) == 4
 
 
+@pytest.mark.slow  # 100-160 s: `make test-slow`, which `.ci/run` runs
 def test_deepspeed_zero3_two_processes_match_one_process(setup, single):
     from safetensors.torch import load_file
 
