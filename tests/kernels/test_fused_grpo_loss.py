@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from trl import GRPOTrainer
 
+from vgrpo.bench.gpu_kernels import LargestTensor
 from vgrpo.kernels import fused_grpo_loss
 from vgrpo.loss import grpo_loss
 
@@ -191,24 +192,12 @@ def test_frozen_lm_head():
 
 
 def test_never_materialises_the_batch_logits():
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Largest(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for x in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(x, torch.Tensor):
-                    Largest.largest = max(Largest.largest, x.numel())
-            return out
-
     hid, w, ids, mask, old, ref, adv = batch(seed=10)
-    with Largest():
+    with LargestTensor() as seen:
         fused_grpo_loss(
             hid, w, ids, adv, mask, old_logps=old, ref_logps=ref, beta=0.04, chunk_size=8, return_entropy=True
         ).loss.backward()
-    assert Largest.largest <= max(8 * V, V * H) < mask.sum() * V  # a chunk's logits, or grad_weight
+    assert seen.largest <= max(8 * V, V * H) < mask.sum() * V  # a chunk's logits, or grad_weight
 
 
 def short_batch(lengths, seed):

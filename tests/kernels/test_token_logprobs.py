@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import vgrpo.kernels
+from vgrpo.bench.gpu_kernels import LargestTensor
 from vgrpo.kernels import token_logprobs
 from vgrpo.kernels.chunked import rows_for_budget
 
@@ -190,29 +190,14 @@ def test_minus_infinity_bias_masks_tokens_without_nan_entropy():
     assert torch.isfinite(hid.grad).all() and torch.isfinite(w.grad).all()
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for x in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(x, torch.Tensor):
-                self.largest = max(self.largest, x.numel())
-        return out
-
-
 def test_never_materialises_n_by_v():
     n, v = 64, 1000
     hid, w, t, _ = inputs(n, 8, v, torch.float32)
-    with _LargestTensor() as seen:
+    with LargestTensor() as seen:
         logp, ent = token_logprobs(hid, w, t, return_entropy=True, chunk_size=16)
         (logp.sum() + ent.sum()).backward()
     assert seen.largest <= 16 * v  # one chunk's logits; the naive path needs n * v
-    with _LargestTensor() as naive:
+    with LargestTensor() as naive:
         reference(hid, w, t)[0].sum().backward()
     assert naive.largest >= n * v
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from vgrpo.bench.gpu_kernels import LargestTensor, is_fp32
 from vgrpo.kernels import chunked, fused_grpo_loss, token_logprobs
 from vgrpo.loss import grpo_loss
 
@@ -187,35 +187,20 @@ def test_fused_loss_blocked_scales_by_the_outer_gradient(monkeypatch):
     torch.testing.assert_close(w.grad, rw.grad, atol=1e-6, rtol=1e-5)
 
 
-class _LargestFloat32(TorchDispatchMode):
-    """The largest number of elements of any fp32 tensor an op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for x in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
-                self.largest = max(self.largest, x.numel())
-        return out
-
-
 @pytest.mark.parametrize("mode", ["auto", "blocked"])
 def test_a_bf16_weight_gets_no_fp32_vocab_by_hidden_buffer(mode, monkeypatch):
     # V x H = 300 x 64 = 19,200 > the budget's fp32 bytes / 4: "auto" blocks too; chunks of 5 x 300 logits
     vocab_blocks(monkeypatch, 40, 64)
     monkeypatch.setattr(chunked, "VOCAB_TILE", 17)  # the bf16 weight is upcast 17 rows at a time
     h, w, _, t = make(20, 64, 300, torch.bfloat16, bias=False)
-    with _LargestFloat32() as seen:
+    with LargestTensor(is_fp32) as seen:
         token_logprobs(h, w, t, chunk_size=5, weight_grad=mode).sum().backward()
     assert seen.largest <= max(5 * 300, 40 * 64, 20 * 64)  # a chunk, a block, grad_hidden: never 300 * 64
-    with _LargestFloat32() as buffered:
+    with LargestTensor(is_fp32) as buffered:
         token_logprobs(h, w, t, chunk_size=5, weight_grad="buffer").sum().backward()
     assert buffered.largest == 300 * 64  # the one fp32 buffer this option avoids
     ids, adv, mask = t.reshape(4, 5), torch.randn(4), torch.ones(4, 5)
-    with _LargestFloat32() as fused:
+    with LargestTensor(is_fp32) as fused:
         hid = h.detach().reshape(4, 5, 64).requires_grad_(True)
         fused_grpo_loss(hid, w, ids, adv, mask, chunk_size=5, weight_grad=mode).loss.backward()
     assert fused.largest <= max(5 * 300, 40 * 64, 20 * 64)
@@ -251,10 +236,10 @@ def test_the_environment_variable_and_bad_values(monkeypatch):
     monkeypatch.setenv("VGRPO_KERNEL_WEIGHT_GRAD", "blocked")
     vocab_blocks(monkeypatch, 3, 8)
     monkeypatch.setattr(chunked, "VOCAB_TILE", 3)
-    with _LargestFloat32() as seen:
+    with LargestTensor(is_fp32) as seen:
         token_logprobs(h, w, t, chunk_size=6).sum().backward()  # the variable stands in for "auto"
     assert seen.largest < 20 * 8
-    with _LargestFloat32() as explicit:
+    with LargestTensor(is_fp32) as explicit:
         # an explicit choice wins over the variable
         token_logprobs(h, w, t, chunk_size=6, weight_grad="buffer").sum().backward()
     assert explicit.largest == 20 * 8

@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 before triton is imported", allow_module_level=True)
 
+from vgrpo.bench.gpu_kernels import LargestTensor, is_fp32  # noqa: E402
 from vgrpo.kernels import chunked, fused_grpo_loss, token_logprobs  # noqa: E402
 from vgrpo.kernels import triton_logprobs as tk  # noqa: E402
 from vgrpo.loss import grpo_loss  # noqa: E402
@@ -190,38 +190,20 @@ def test_backend_choice():
     assert _select_ops(torch.device("cpu"), "triton").name == "triton"
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any floating-point tensor an op produces.
-
-    (The interpreter stages kernel arguments through byte-typed storages, which are not allocations of ours.)
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for x in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                self.largest = max(self.largest, x.numel())
-        return out
-
-
 def test_the_forward_holds_no_logits_and_the_backward_one_chunk():
     gen = torch.Generator().manual_seed(6)
     n, vocab = 48, 120  # H = 8, so that the weight (V x H) is smaller than one chunk (12 x V)
     h = torch.randn(n, 8, generator=gen, requires_grad=True)
     w = torch.randn(vocab, 8, generator=gen, requires_grad=True)
     t = torch.randint(0, vocab, (n,), generator=gen)
-    with _LargestTensor() as fwd:
+    with LargestTensor(torch.Tensor.is_floating_point) as fwd:
         logp = token_logprobs(h, w, t, chunk_size=12, backend="triton")
     assert fwd.largest < n * vocab / 4  # per-token partials only: the logits tiles never leave the kernel
-    with _LargestTensor() as bwd:
+    with LargestTensor(torch.Tensor.is_floating_point) as bwd:
         logp.sum().backward()
     assert bwd.largest <= 12 * vocab  # one chunk of logit gradients
     ids = t.reshape(4, 12)
-    with _LargestTensor() as fused:
+    with LargestTensor(torch.Tensor.is_floating_point) as fused:
         fused_grpo_loss(
             h.reshape(4, 12, 8), w, ids, torch.randn(4), torch.ones(4, 12), chunk_size=12, backend="triton"
         ).loss.backward()
@@ -281,17 +263,6 @@ def test_weight_gradient_by_vocabulary_blocks(dtype, monkeypatch):
     assert gw.dtype == dtype
 
 
-class _LargestFloat32(_LargestTensor):
-    """Records the largest number of elements of any fp32 tensor an op produces."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for x in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
-                self.largest = max(self.largest, x.numel())
-        return out
-
-
 def test_blocked_fused_loss_holds_one_chunk_or_one_block(monkeypatch):
     """No fp32 [V, H] tensor for a bf16 weight: the largest is one chunk of logits (pass 1) or one block."""
     gen = torch.Generator().manual_seed(8)
@@ -301,11 +272,11 @@ def test_blocked_fused_loss_holds_one_chunk_or_one_block(monkeypatch):
     ids = torch.randint(0, vocab, (2, 12), generator=gen)
     monkeypatch.setenv("VGRPO_KERNEL_BUDGET_MB", repr(16 * size * 30 / 2**20))
     args = (h, w, ids, torch.randn(2), torch.ones(2, 12))
-    with _LargestFloat32() as seen:
+    with LargestTensor(is_fp32) as seen:
         fused_grpo_loss(*args, chunk_size=12, backend="triton", weight_grad="blocked").loss.backward()
     assert seen.largest <= 12 * vocab < vocab * size
     assert w.grad.dtype == torch.bfloat16 and torch.isfinite(w.grad.float()).all()
     w.grad = None
-    with _LargestFloat32() as buffered:
+    with LargestTensor(is_fp32) as buffered:
         fused_grpo_loss(*args, chunk_size=12, backend="triton", weight_grad="buffer").loss.backward()
     assert buffered.largest == vocab * size  # the fp32 buffer the blocked path avoids

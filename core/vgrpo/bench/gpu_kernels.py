@@ -37,7 +37,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -109,19 +109,26 @@ def _tiny_kernels(hidden: int) -> Iterator[None]:
         chunked.VOCAB_TILE = old_tile
 
 
-class _LargestFloat32(TorchDispatchMode):
-    """The elements of the largest fp32 tensor any op produces while active."""
+class LargestTensor(TorchDispatchMode):
+    """The elements of the largest tensor any op produces while active, among those ``keep`` accepts (every
+    tensor by default): a memory check that needs no allocator statistics, so it holds on any device."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Callable[[torch.Tensor], bool] | None = None) -> None:
         super().__init__()
+        self.keep = keep
         self.largest = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+            if isinstance(t, torch.Tensor) and (self.keep is None or self.keep(t)):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def is_fp32(t: torch.Tensor) -> bool:
+    """``LargestTensor(is_fp32)``: only fp32 tensors count."""
+    return t.dtype == torch.float32
 
 
 def weight_grad_of(impl: str) -> str | None:
@@ -263,7 +270,7 @@ def measure_impl(
             x["weight"].grad = None
             _sync(device)
             start = time.perf_counter()
-            with _LargestFloat32() if i == 0 and device != "cuda" else contextlib.nullcontext() as seen:
+            with LargestTensor(is_fp32) if i == 0 and device != "cuda" else contextlib.nullcontext() as seen:
                 loss = run()
             _sync(device)
             if i > 0 or reps == 0:  # reps 0 (tiny): the one step gives both the errors and the time
