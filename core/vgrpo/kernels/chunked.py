@@ -71,9 +71,7 @@ def blocked_weight_grad(mode: str, weight: torch.Tensor, budget: int) -> bool:
     An fp32 weight keeps the buffer under "auto": the buffer is then the gradient itself (no extra memory),
     and the fused loss would pay a fourth logits matmul for nothing.
     """
-    if mode not in WEIGHT_GRADS:
-        raise ValueError(f"weight_grad must be one of {', '.join(map(repr, WEIGHT_GRADS))}, got {mode!r}")
-    if mode != "auto":
+    if mode != "auto":  # checked by the public entry points (vgrpo.kernels)
         return mode == "blocked"
     return weight.dtype != torch.float32 and weight.numel() * 4 > budget
 
@@ -358,9 +356,8 @@ def _blocked_grads(
     g_ent: torch.Tensor | None,
     grad_h: torch.Tensor | None,
     grad_b: torch.Tensor | None,
-    need_w: bool,
     blocks: WeightBlocks,
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """Gradients of ``g . logp + g_ent . entropy`` by vocabulary blocks; returns the weight's, in its dtype.
 
     For each block of ``blocks.vocab`` rows of ``weight``, every chunk of ``blocks.rows`` tokens recomputes its
@@ -371,18 +368,16 @@ def _blocked_grads(
     """
     n, (vocab, size) = hidden.shape[0], weight.shape
     step, width = max(1, blocks.rows), max(1, blocks.vocab)
-    grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device) if need_w else None
+    grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     in_place = weight.dtype == torch.float32
-    acc = None
-    if grad_w is not None and not in_place:
-        acc = torch.empty(min(width, vocab), size, dtype=torch.float32, device=weight.device)
+    acc = (
+        None if in_place else torch.empty(min(width, vocab), size, dtype=torch.float32, device=weight.device)
+    )
     work = _work(ops, "backward", min(step, n), min(width, vocab), g_ent is not None, hidden.device)
     for v0 in range(0, vocab, width):
         v1 = min(v0 + width, vocab)
-        gw = None
-        if grad_w is not None:
-            gw = grad_w[v0:v1] if in_place else acc[: v1 - v0]  # type: ignore[index]
-            gw.zero_()
+        gw = grad_w[v0:v1] if in_place else acc[: v1 - v0]  # type: ignore[index]
+        gw.zero_()
         local = targets - v0  # targets outside the block add no one-hot term
         cols = v1 - v0  # the last block may be narrower: contiguous [rows, cols] views of the buffers
         block_work = [b.view(-1)[: b.shape[0] * cols].view(b.shape[0], cols) for b in work]
@@ -404,8 +399,8 @@ def _blocked_grads(
                 block_work,
                 accumulate=v0 > 0,
             )
-        if gw is not None and not in_place:
-            grad_w[v0:v1].copy_(gw)  # type: ignore[index]
+        if not in_place:
+            grad_w[v0:v1].copy_(gw)
     return grad_w
 
 
@@ -475,7 +470,6 @@ class TokenLogprobs(torch.autograd.Function):
                 g_ent,
                 grad_h,
                 grad_b,
-                True,
                 ctx.blocks,
             )
             return (_cast(grad_h, hidden), grad_w, _cast(grad_b, bias)) + none
@@ -579,7 +573,6 @@ class FusedLoss(torch.autograd.Function):
                 None,
                 None,
                 None,
-                True,
                 blocks,  # type: ignore[arg-type]
             )
         ctx.grads = (_cast(grad_h, hidden), _cast(grad_w, weight), _cast(grad_b, bias))
